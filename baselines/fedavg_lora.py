@@ -1,0 +1,21 @@
+from dataclasses import dataclass
+
+from pflbench.methods import Method, Parts
+from pflbench.models.adapters import ATTENTION_PROJECTIONS, add_lora
+
+
+class FedAvgLoRA(Method):
+    """LoRA on the attention projections; deltas uploaded and averaged by sample count."""
+
+    name = "fedavg-lora"
+    description = "one global LoRA (q, v projections), FedAvg of deltas"
+
+    @dataclass(frozen=True)
+    class Options:
+        rank: int = 8
+        alpha: int = 16
+        targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+
+    def prepare(self, model):
+        o = self.options
+        return Parts(shared=add_lora(model, "global", o.rank, o.alpha, o.targets))

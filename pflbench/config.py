@@ -1,0 +1,85 @@
+"""RunSpec: everything that defines one federated experiment.
+
+Frozen and validated on construction; its canonical JSON (sorted keys, no whitespace)
+is hashed into the run id, so the same spec always gets the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from pflbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str = "fedavg-lora"
+    task: str = "shakespeare-roles"
+    model: str = "tiny"
+    channel: str = "ideal"
+    codec: str = "fp32"
+    clients: int = 8
+    clients_per_round: int = 4
+    rounds: int = 4
+    local_steps: int = 10
+    batch_size: int = 8
+    lr: float | None = None  # None: the method's own default
+    seed: int = 0
+    eval_every: int = 0  # 0: evaluate after the last round only
+    method_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("clients", "clients_per_round", "rounds", "local_steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.clients_per_round > self.clients:
+            raise UserError(
+                f"--clients-per-round ({self.clients_per_round}) cannot exceed --clients ({self.clients})"
+            )
+        if self.eval_every < 0:
+            raise UserError(f"--eval-every must be 0 (last round only) or positive, got {self.eval_every}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be non-negative, got {self.seed}")
+        # canonical, immutable-looking copy of the options
+        object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+    def eval_rounds(self) -> set[int]:
+        last = {self.rounds}
+        if self.eval_every:
+            return last | set(range(self.eval_every, self.rounds + 1, self.eval_every))
+        return last
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"unknown spec field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """``["rank=8", "global_part=lora"]`` -> dict; one clear error for a malformed pair."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--opt expects KEY=VALUE, got {pair!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out

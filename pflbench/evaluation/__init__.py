@@ -1,0 +1,1 @@
+"""Task metrics, reward scoring and personalization gain."""

@@ -1,0 +1,23 @@
+"""Summary statistics over per-client scores (DESIGN.md, "Definitions")."""
+
+from __future__ import annotations
+
+
+def summarize_scores(clients: list[dict]) -> dict:
+    """``clients``: one dict per client with ``personal`` (shared + private, the deployed
+    model), ``shared`` (shared alone) and ``trained`` (was it ever sampled).
+
+    personalization gain = mean over clients of (personal - shared), in points; exactly
+    zero for a method without private state.
+    """
+    n = len(clients)
+    personal = [c["personal"] for c in clients]
+    unseen = [c["personal"] for c in clients if not c["trained"]]
+    return {
+        "score": sum(personal) / n,
+        "shared_score": sum(c["shared"] for c in clients) / n,
+        "personalization_gain": sum(c["personal"] - c["shared"] for c in clients) / n,
+        "worst_client_score": min(personal),
+        "unseen_client_score": sum(unseen) / len(unseen) if unseen else None,
+        "unseen_clients": len(unseen),
+    }

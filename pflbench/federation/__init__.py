@@ -1,0 +1,1 @@
+"""The round loop, the client state store and the payload codecs."""

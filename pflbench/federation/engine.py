@@ -1,0 +1,276 @@
+"""The round loop (DESIGN.md, "One round, as data flows"), local in-process backend.
+
+One base model is held in memory. Before a client trains, the global shared tensors and
+that client's private tensors are copied into it; afterwards the shared delta is encoded
+(the bytes counted are the payload's length) and the private tensors go back to the store.
+All randomness comes from generators seeded by (seed, round, client).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pflbench import __version__, registry
+from pflbench.channel.base import DELIVERED, LATE, LOST, Channel
+from pflbench.config import RunSpec
+from pflbench.data.cards import resolve_task
+from pflbench.data.task import ClientData, Task
+from pflbench.errors import UserError
+from pflbench.evaluation.personalization import summarize_scores
+from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
+from pflbench.federation.store import ClientStore
+from pflbench.methods.base import LocalContext, Method, Parts, Update
+from pflbench.models import LoadedModel, Progress, load_model
+from pflbench.results.record import SCHEMA, RunWriter
+
+# tags that keep the generators of different purposes apart
+SAMPLE_TAG, CHANNEL_TAG, CLIENT_TAG, INIT_TAG = 1, 2, 3, 4
+
+# on_round(record): called after each round with its record (progress display)
+RoundHook = Callable[[dict[str, Any]], None]
+
+
+def client_generator(seed: int, round_idx: int, client: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, round_idx, client, CLIENT_TAG]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def round_rng(seed: int, round_idx: int, tag: int) -> np.random.Generator:
+    return np.random.default_rng([seed, round_idx, tag])
+
+
+@dataclass
+class Experiment:
+    """Everything a RunSpec resolves to."""
+
+    spec: RunSpec
+    method: Method
+    task: Task
+    channel: Channel
+    codec: Codec
+    loaded: LoadedModel
+    clients: list[ClientData]
+    parts: Parts
+    device: torch.device
+
+
+def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None) -> Experiment:
+    method_cls = registry.methods.get(spec.method)
+    method = method_cls(spec.method_options)
+    task = resolve_task(spec.task)
+    channel = registry.channels.get(spec.channel)()
+    codec = make_codec(spec.codec)
+    loaded = load_model(spec.model, progress)
+    dev = _device(device)
+    clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
+    torch.manual_seed(int(np.random.SeedSequence([spec.seed, INIT_TAG]).generate_state(1)[0]))
+    parts = method.prepare(loaded.model)
+    _check_parts(parts, loaded.model, spec.method)
+    loaded.model.to(dev)
+    trainable = set(parts.shared) | set(parts.private)
+    for name, p in loaded.model.named_parameters():
+        p.requires_grad_(name in trainable)
+    return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev)
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or auto") from None
+
+
+def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
+    names = {n for n, _ in model.named_parameters()}
+    missing = [n for n in parts.shared + parts.private if n not in names]
+    if missing:
+        raise ValueError(f"method {method!r} named parameters the model does not have: {missing[:3]}")
+    both = set(parts.shared) & set(parts.private)
+    if both:
+        raise ValueError(f"method {method!r} declared parameters both shared and private: {sorted(both)[:3]}")
+
+
+def run(spec: RunSpec, results_dir: Path | str | None = None, *, device: str = "cpu",
+        progress: Progress | None = None, on_round: RoundHook | None = None) -> dict[str, Any]:
+    """Run one experiment; return its record (and write it under ``results_dir``)."""
+    t_start = time.perf_counter()
+    writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
+    try:
+        exp = resolve(spec, device, progress)
+        return Runner(exp, writer, on_round).run(t_start)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+class Runner:
+    def __init__(self, exp: Experiment, writer: RunWriter | None, on_round: RoundHook | None):
+        self.exp, self.writer, self.on_round = exp, writer, on_round
+        model = exp.loaded.model
+        self.params = dict(model.named_parameters())
+        self.global_shared = {n: self.params[n].detach().clone() for n in exp.parts.shared}
+        self.schema = Schema.of(self.global_shared)
+        self.store = ClientStore({n: self.params[n] for n in exp.parts.private})
+        self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
+        self.rounds: list[dict[str, Any]] = []
+        self.trained: set[int] = set()
+
+    # ---- tensor plumbing --------------------------------------------------------------
+    @torch.no_grad()
+    def _load(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, value in tensors.items():
+            self.params[name].copy_(value)
+
+    def _snapshot(self, names: list[str]) -> dict[str, torch.Tensor]:
+        return {n: self.params[n].detach() for n in names}
+
+    # ---- one round ----------------------------------------------------------------------
+    def round(self, r: int) -> dict[str, Any]:
+        exp, spec = self.exp, self.exp.spec
+        t0 = time.perf_counter()
+        sampled = sorted(round_rng(spec.seed, r, SAMPLE_TAG).choice(spec.clients, spec.clients_per_round, replace=False).tolist())
+        chan_rng = round_rng(spec.seed, r, CHANNEL_TAG)
+        links = exp.channel.realize(r, sampled, chan_rng)
+
+        downlink = len(self.downlink_codec.encode(self.global_shared, self.schema)) * len(sampled) if len(self.schema) else 0
+        lr = spec.lr if spec.lr is not None else exp.method.default_lr
+        payloads: list[bytes] = []
+        weights, losses, compute_s = [], [], 0.0
+        for c in sampled:
+            self._load(self.global_shared)
+            self._load(self.store.get(c))
+            ctx = LocalContext(
+                model=exp.loaded.model, client=exp.clients[c], task=exp.task, parts=exp.parts, round=r,
+                steps=spec.local_steps, batch_size=spec.batch_size, lr=lr,
+                generator=client_generator(spec.seed, r, c), device=exp.device,
+            )
+            result = exp.method.local_update(ctx)
+            compute_s += ctx.compute_s
+            if len(self.schema):
+                delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
+                payloads.append(exp.codec.encode(delta, self.schema))
+            else:
+                payloads.append(b"")  # nothing shared: nothing sent
+            if exp.parts.private:
+                self.store.put(c, self._snapshot(exp.parts.private))
+            self.trained.add(c)
+            weights.append(result.num_samples)
+            losses.append(result.train_loss)
+        train_s = time.perf_counter() - t0
+
+        outcomes, latency = exp.channel.transmit([len(p) for p in payloads], links, chan_rng)
+        updates = [
+            Update(client=o.client, num_samples=w, delta=exp.codec.decode(p, self.schema))
+            for o, p, w in zip(outcomes, payloads, weights)
+            if o.status == DELIVERED and p
+        ]
+        if updates:
+            self.global_shared = {n: t.clone() for n, t in exp.method.aggregate(self.global_shared, updates).items()}
+
+        rec: dict[str, Any] = {
+            "round": r,
+            "sampled": sampled,
+            "delivered": [o.client for o in outcomes if o.status == DELIVERED],
+            "lost": [o.client for o in outcomes if o.status == LOST],
+            "late": [o.client for o in outcomes if o.status == LATE],
+            "train_loss": _weighted_mean(losses, weights),
+            "uplink_bytes": sum(len(p) for p in payloads),
+            "downlink_bytes": downlink,
+            "airtime_s": sum(o.airtime_s for o in outcomes),
+            "energy_j": sum(o.energy_j for o in outcomes),
+            "latency_s": latency,
+            "links": [o.to_dict() for o in outcomes],
+            "eval": None,
+        }
+        t1 = time.perf_counter()
+        if r in spec.eval_rounds():
+            rec["eval"] = self.evaluate()
+        rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1}
+        return rec
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Every client, sampled or not: the deployed model (shared + its private tensors)
+        and the shared part alone (private tensors at their initial state, which for LoRA
+        and adapters is the identity)."""
+        exp = self.exp
+        self._load(self.global_shared)
+        clients = []
+        for c in exp.clients:
+            self._load(self.store.get(c.id))
+            personal = exp.task.score(exp.loaded.model, c)
+            if exp.parts.private:
+                self._load(self.store.initial)
+                shared = exp.task.score(exp.loaded.model, c)
+            else:
+                shared = personal
+            clients.append({"client": c.id, "name": c.name, "personal": personal, "shared": shared, "trained": c.id in self.trained})
+        return {**summarize_scores(clients), "clients": clients}
+
+    # ---- the whole run --------------------------------------------------------------------
+    def run(self, t_start: float) -> dict[str, Any]:
+        spec = self.exp.spec
+        for r in range(1, spec.rounds + 1):
+            rec = self.round(r)
+            self.rounds.append(rec)
+            if self.writer:
+                self.writer.append_round(rec)
+            if self.on_round:
+                self.on_round(rec)
+        record = self.record(time.perf_counter() - t_start)
+        if self.writer:
+            self.writer.finish(record)
+        return record
+
+    def record(self, wall_s: float) -> dict[str, Any]:
+        exp, rounds = self.exp, self.rounds
+        last_eval = next(r["eval"] for r in reversed(rounds) if r["eval"] is not None)
+        numel = lambda names: sum(self.params[n].numel() for n in names)  # noqa: E731
+        summary = {
+            "metric": exp.task.metric,
+            "codec": exp.codec.name,
+            **{k: v for k, v in last_eval.items() if k != "clients"},
+            "uplink_bytes": sum(r["uplink_bytes"] for r in rounds),
+            "downlink_bytes": sum(r["downlink_bytes"] for r in rounds),
+            "airtime_s": sum(r["airtime_s"] for r in rounds),
+            "latency_s": sum(r["latency_s"] for r in rounds),
+            "energy_j": sum(r["energy_j"] for r in rounds),
+            "delivered_updates": sum(len(r["delivered"]) for r in rounds),
+            "lost_updates": sum(len(r["lost"]) for r in rounds),
+            "late_updates": sum(len(r["late"]) for r in rounds),
+            "wall_s": wall_s,
+        }
+        return {
+            "schema": SCHEMA,
+            "run_id": exp.spec.run_id,
+            "pflbench_version": __version__,
+            "spec": exp.spec.to_dict(),
+            "model": {
+                "name": exp.loaded.name,
+                "parameters": sum(p.numel() for p in self.params.values()),
+                "shared_parameters": numel(exp.parts.shared),
+                "private_parameters": numel(exp.parts.private),
+                "shared_tensors": list(self.schema.names),
+                "private_tensors": list(exp.parts.private),
+            },
+            "task": {"name": exp.task.name, "kind": exp.task.kind, "metric": exp.task.metric, "clients": [c.name for c in exp.clients]},
+            "channel": exp.spec.channel,
+            "rounds": rounds,
+            "summary": summary,
+        }
+
+
+def _weighted_mean(values: list[float], weights: list[int]) -> float | None:
+    pairs = [(v, w) for v, w in zip(values, weights) if v == v]  # drop NaN (nothing trained)
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None

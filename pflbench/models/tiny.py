@@ -1,0 +1,110 @@
+"""``tiny``: a ~0.5M-parameter Llama-style causal LM for CPU benchmarks, built offline.
+
+The first load trains a byte-level BPE tokenizer (``tokenizers``) and pretrains the model
+centrally on the plays reserved in ``pflbench.data.shakespeare.PRETRAIN_PLAYS`` (never a
+client's data), then caches both as safetensors under ``cache_dir()/tiny-v1``. Later loads
+read the cache in well under a second. Everything is seeded: every machine builds the
+same model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import torch
+
+from pflbench.models import LoadedModel, ModelSource, Progress, cache_dir
+
+VERSION = "tiny-v1"
+VOCAB = 1024
+BLOCK = 128
+CONFIG = dict(
+    vocab_size=VOCAB, hidden_size=96, intermediate_size=256, num_hidden_layers=4,
+    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+    tie_word_embeddings=True, attention_dropout=0.0, rms_norm_eps=1e-5,
+)
+PRETRAIN_STEPS = 400
+PRETRAIN_BATCH = 16
+PRETRAIN_LR = 3e-3
+SEED = 1234
+
+
+def _train_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def build(target, progress: Progress | None = None) -> None:
+    """Train tokenizer and model, write them to ``target`` (a directory)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pflbench.data.shakespeare import pretraining_text
+
+    texts = pretraining_text()
+    tokenizer = _train_tokenizer(texts)
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text)["input_ids"] + [tokenizer.eos_token_id])
+    stream = torch.tensor(ids, dtype=torch.long)
+
+    torch.manual_seed(SEED)
+    config = LlamaConfig(**CONFIG, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config)
+    gen = torch.Generator().manual_seed(SEED)
+    opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / PRETRAIN_STEPS))
+    model.train()
+    for step in range(PRETRAIN_STEPS):
+        starts = torch.randint(0, len(stream) - BLOCK - 1, (PRETRAIN_BATCH,), generator=gen)
+        batch = torch.stack([stream[s : s + BLOCK] for s in starts])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if progress and (step + 1) % 10 == 0:
+            progress("pretraining the tiny model (first run only)", step + 1, PRETRAIN_STEPS)
+    model.eval()
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    (target / "pflbench.json").write_text(json.dumps({"version": VERSION, "final_loss": loss.item(), "tokens": len(ids)}))
+
+
+class TinyModel(ModelSource):
+    name = "tiny"
+    description = "~0.5M-parameter Llama-style LM, pretrained offline on held-out plays (default)"
+
+    def load(self, progress: Progress | None = None) -> LoadedModel:
+        from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+        path = cache_dir() / VERSION
+        if not (path / "pflbench.json").exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".{VERSION}-", dir=path.parent)
+            try:
+                from pathlib import Path
+
+                build(Path(tmp), progress)
+                if path.exists():  # another process finished first
+                    shutil.rmtree(tmp)
+                else:
+                    Path(tmp).rename(path)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+        return LoadedModel(name=self.name, model=model, tokenizer=tokenizer, source=str(path))

@@ -1,0 +1,1 @@
+"""Task cards (YAML), shipped inside the package as ``pflbench.cards``."""
