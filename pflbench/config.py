@@ -23,8 +23,8 @@ class RunSpec:
     codec: str = "fp32"
     clients: int = 8
     clients_per_round: int = 4
-    rounds: int = 4
-    local_steps: int = 10
+    rounds: int = 5
+    local_steps: int = 20
     batch_size: int = 8
     lr: float | None = None  # None: the method's own default
     seed: int = 0

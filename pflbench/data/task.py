@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,9 +51,12 @@ class Task:
         out = []
         for cid, (name, rows) in enumerate(groups):
             ids = [self.encode(tokenizer, row) for row in rows]
+            # a random held-out split per client (as in LEAF), fixed by the seed and the client
+            order = seeded_rng(seed, TASK_SEED_TAG, zlib.crc32(name.encode())).permutation(len(ids))
             n_test = max(1, int(round(len(ids) * self.test_fraction)))
-            train, test = ids[:-n_test], ids[-n_test:]  # hold out the client's latest examples
-            out.append(ClientData(cid, name, train[: self.max_train_examples], test[: self.max_test_examples]))
+            test = [ids[i] for i in sorted(order[:n_test])][: self.max_test_examples]
+            train = [ids[i] for i in sorted(order[n_test:])][: self.max_train_examples]
+            out.append(ClientData(cid, name, train, test))
         return out
 
     def encode(self, tokenizer, row: dict[str, Any]) -> list[int]:

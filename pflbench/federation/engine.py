@@ -168,11 +168,13 @@ class Runner:
             losses.append(result.train_loss)
         train_s = time.perf_counter() - t0
 
-        outcomes, latency = exp.channel.transmit([len(p) for p in payloads], links, chan_rng)
+        # only clients that produced a payload transmit (local-only sends nothing)
+        sending = [i for i, p in enumerate(payloads) if p]
+        outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [links[i] for i in sending], chan_rng)
         updates = [
-            Update(client=o.client, num_samples=w, delta=exp.codec.decode(p, self.schema))
-            for o, p, w in zip(outcomes, payloads, weights)
-            if o.status == DELIVERED and p
+            Update(client=o.client, num_samples=weights[i], delta=exp.codec.decode(payloads[i], self.schema))
+            for i, o in zip(sending, outcomes)
+            if o.status == DELIVERED
         ]
         if updates:
             self.global_shared = {n: t.clone() for n, t in exp.method.aggregate(self.global_shared, updates).items()}

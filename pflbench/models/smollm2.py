@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_model
 
 from pflbench.errors import UserError
 from pflbench.models import LoadedModel, ModelSource, Progress, cache_dir
@@ -45,7 +46,13 @@ class SmolLM2(ModelSource):
             try:
                 model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
                 tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-                model.save_pretrained(tmp, safe_serialization=True)
+                # the weights are dequantized fp32 now, but transformers still marks the model
+                # as GGUF-quantized and refuses save_pretrained: write config and weights directly
+                config = model.config
+                if hasattr(config, "quantization_config"):
+                    del config.quantization_config
+                config.save_pretrained(tmp)
+                save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
                 tok.save_pretrained(tmp)
                 shutil.rmtree(path, ignore_errors=True)
                 tmp.rename(path)

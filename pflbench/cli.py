@@ -1,0 +1,233 @@
+"""The ``pflbench`` command line. The only module that prints to the terminal.
+
+Results go to standard output; progress and errors to standard error. A mistake the user
+can fix (``UserError``, a bad flag) is one line on standard error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from tabulate import tabulate
+
+from pflbench import registry
+from pflbench.config import RunSpec, parse_options
+from pflbench.errors import UserError
+from pflbench.registry import describe
+
+app = typer.Typer(
+    help="Personalized federated fine-tuning of language models over wireless uplinks.",
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+)
+
+DEFAULT = RunSpec()
+DEFAULT_RESULTS = Path("results")
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """Renders model-building progress (tqdm) and one line per finished round, on stderr."""
+
+    def __init__(self, label: str, rounds: int, quiet: bool = False):
+        self.label, self.rounds, self.quiet = label, rounds, quiet
+        self._bar = None
+
+    def build(self, what: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=what, file=sys.stderr, leave=False)
+        self._bar.n = done
+        self._bar.refresh()
+        if done >= total:
+            self._bar.close()
+            self._bar = None
+
+    def round(self, rec: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        from pflbench.results.table import human_bytes
+
+        loss = "-" if rec["train_loss"] is None else f"{rec['train_loss']:.3f}"
+        line = (
+            f"[{self.label}] round {rec['round']}/{self.rounds}  loss {loss}  "
+            f"uplink {human_bytes(rec['uplink_bytes'])}  delivered {len(rec['delivered'])}/{len(rec['links'])}"
+        )
+        if rec["eval"] is not None:
+            line += f"  score {rec['eval']['score']:.2f}  gain {rec['eval']['personalization_gain']:+.2f}"
+        _err(line)
+
+
+def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
+          batch_size, lr, seed, eval_every, opt) -> RunSpec:
+    return RunSpec(
+        method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
+        clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
+        lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []),
+    )
+
+
+def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool) -> dict[str, Any]:
+    from pflbench.federation.engine import run
+
+    progress = _Progress(spec.method, spec.rounds, quiet)
+    try:
+        return run(spec, results_dir, device=device, progress=progress.build, on_round=progress.round)
+    except KeyboardInterrupt:
+        _err(f"interrupted: finished rounds are kept in {results_dir / spec.run_id / 'rounds.jsonl'}")
+        raise typer.Exit(130)
+
+
+# Options shared by `run` and `bench` ------------------------------------------------------
+_task = typer.Option(DEFAULT.task, help="registered task name, or a path to a task card (.yaml)")
+_model = typer.Option(DEFAULT.model, help="registered model, Hugging Face id, or local path")
+_channel = typer.Option(DEFAULT.channel, help="channel preset")
+_codec = typer.Option(DEFAULT.codec, help="uplink payload codec")
+_clients = typer.Option(DEFAULT.clients, help="number of clients")
+_cpr = typer.Option(DEFAULT.clients_per_round, help="clients sampled each round")
+_rounds = typer.Option(DEFAULT.rounds, help="federated rounds")
+_steps = typer.Option(DEFAULT.local_steps, help="local optimizer steps per client-round")
+_batch = typer.Option(DEFAULT.batch_size, help="examples per local step")
+_lr = typer.Option(None, help="learning rate (default: the method's own)")
+_seed = typer.Option(DEFAULT.seed, help="seed for every random draw")
+_eval_every = typer.Option(DEFAULT.eval_every, help="evaluate every N rounds (0: after the last round only)")
+_opt = typer.Option(None, "--opt", "-o", help="method option KEY=VALUE (repeatable); see `pflbench list methods`")
+_results = typer.Option(DEFAULT_RESULTS, help="where run records are written")
+_device = typer.Option("cpu", help="cpu, cuda, cuda:N or auto")
+_json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
+
+
+@app.command()
+def run(
+    method: str = typer.Option(DEFAULT.method, help="method name (see `pflbench list methods`)"),
+    task: str = _task, model: str = _model, channel: str = _channel, codec: str = _codec,
+    clients: int = _clients, clients_per_round: int = _cpr, rounds: int = _rounds,
+    local_steps: int = _steps, batch_size: int = _batch, lr: Optional[float] = _lr, seed: int = _seed,
+    eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
+    device: str = _device, as_json: bool = _json,
+) -> None:
+    """Run one federated experiment and print its summary."""
+    spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
+                 batch_size, lr, seed, eval_every, opt)
+    record = _execute(spec, results_dir, device, quiet=False)
+    if as_json:
+        print(json.dumps(record, sort_keys=True))
+        return
+    from pflbench.results.table import render
+
+    print(render([record]))
+    _err(f"record: {results_dir / record['run_id'] / 'record.json'}")
+
+
+@app.command()
+def bench(
+    methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: every registered method)"),
+    task: str = _task, model: str = _model, channel: str = _channel, codec: str = _codec,
+    clients: int = _clients, clients_per_round: int = _cpr, rounds: int = _rounds,
+    local_steps: int = _steps, batch_size: int = _batch, seed: int = _seed,
+    eval_every: int = _eval_every, results_dir: Path = _results, device: str = _device, as_json: bool = _json,
+) -> None:
+    """Run several methods on the same setting and print the leaderboard table."""
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else registry.methods.names()
+    for name in names:  # fail on a typo before hours of training
+        registry.methods.get(name)
+    specs = [
+        _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
+              None, seed, eval_every, [])
+        for name in names
+    ]
+    records = [_execute(spec, results_dir, device, quiet=False) for spec in specs]
+    if as_json:
+        print(json.dumps(records, sort_keys=True))
+        return
+    from pflbench.results.table import render
+
+    table = render(records)
+    print(table)
+    (results_dir / "leaderboard.md").write_text(table + "\n", encoding="utf-8")
+    _err(f"table: {results_dir / 'leaderboard.md'}")
+
+
+@app.command()
+def table(
+    results_dir: Path = typer.Argument(DEFAULT_RESULTS, help="folder holding run records"),
+    fmt: str = typer.Option("github", "--format", help="any tabulate format: github, plain, latex, ..."),
+) -> None:
+    """Print the leaderboard of every finished run under RESULTS_DIR."""
+    from pflbench.results.record import load_records
+    from pflbench.results.table import render
+
+    records = load_records(results_dir)
+    if not records:
+        raise UserError(f"no finished run records under {results_dir}")
+    print(render(records, fmt))
+
+
+class What(str, Enum):
+    methods = "methods"
+    tasks = "tasks"
+    channels = "channels"
+    models = "models"
+
+
+@app.command("list")
+def list_(what: What = typer.Argument(..., help="methods, tasks, channels or models"), as_json: bool = _json) -> None:
+    """List what is registered, with a line of description each."""
+    rows = [_describe(what, name) for name in getattr(registry, what.value).names()]
+    if as_json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [], tablefmt="simple"))
+
+
+def _describe(what: What, name: str) -> dict[str, Any]:
+    import dataclasses
+
+    if what is What.tasks:
+        from pflbench.data.cards import resolve_task
+
+        t = resolve_task(name)
+        return {"name": name, "kind": t.kind, "metric": t.metric, "description": t.description}
+    obj = getattr(registry, what.value).get(name)
+    row = {"name": name, "description": describe(obj)}
+    if what is What.methods:
+        row["options"] = ", ".join(f"{f.name}={f.default if not isinstance(f.default, tuple) else ','.join(f.default)}"
+                                   for f in dataclasses.fields(obj.Options))
+    return row
+
+
+def main() -> None:
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="pflbench", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        code = 130
+    except typer.TyperException as exc:  # usage errors: bad flag, bad value, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pflbench`: the help, as usual
+            _err(message)
+        else:
+            _err(f"error: {' '.join(message.split())}")
+        code = 2
+    except UserError as exc:
+        _err(f"error: {exc}")
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures. Tests never reach a hub; the tiny model is built once per cache
+(``PFLBENCH_CACHE`` or the user cache) and then reloads in well under a second."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import sys
+from dataclasses import replace
+
+import pytest
+
+from pflbench.config import RunSpec
+
+# Small enough for seconds per run on 2 cores, big enough that every code path runs.
+SMALL = RunSpec(clients=4, clients_per_round=2, rounds=2, local_steps=2, batch_size=4)
+
+
+@pytest.fixture
+def small_spec():
+    def make(**changes) -> RunSpec:
+        return replace(SMALL, **changes)
+
+    return make
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real CLI entry point in-process: returns (exit code, stdout, stderr)."""
+    from pflbench.cli import main
+
+    def call(*args: str):
+        monkeypatch.setattr(sys, "argv", ["pflbench", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        out = capsys.readouterr()
+        return exc.value.code, out.out, out.err
+
+    return call

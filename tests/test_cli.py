@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "--local-steps", "2", "--batch-size", "4"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "--method", "nope"], "unknown method 'nope'; choose one of: fedavg-full, fedavg-lora, local-only"),
+        (["run", "--task", "nope"], "unknown task 'nope'"),
+        (["run", "--channel", "moon"], "unknown channel 'moon'; choose one of: ideal"),
+        (["run", "--codec", "fp64"], "unknown codec 'fp64'"),
+        (["run", "--model", "no/such-model-here"], "cannot load model 'no/such-model-here'"),
+        (["run", "--clients", "0"], "--clients must be a positive integer"),
+        (["run", "--rounds", "-1"], "--rounds must be a positive integer"),
+        (["run", "--clients", "3", "--clients-per-round", "4"], "cannot exceed --clients (3)"),
+        (["run", "--clients", "abc"], "Invalid value for '--clients'"),
+        (["run", "--bogus-flag"], "No such option: --bogus-flag"),
+        (["run", "--opt", "rank"], "--opt expects KEY=VALUE"),
+        (["run", "--opt", "depth=3"], "unknown option(s) depth for method 'fedavg-lora'; valid: rank, alpha, targets"),
+        (["run", "--opt", "rank=eight"], "not a valid int"),
+        (["run", "--results-dir", "/proc/pflbench-cannot-write"], "cannot write results to /proc/pflbench-cannot-write"),
+        (["list", "planets"], "'planets' is not one of"),
+        (["table", "/nonexistent-results"], "no finished run records"),
+        (["run", "--clients", "500"], "--clients 500 is too many"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli, args, needle):
+    code, out, err = cli(*args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_run_prints_summary_table_and_progress(cli, tmp_path):
+    code, out, err = cli("run", "--method", "fedavg-lora", *SMALL_FLAGS, "--results-dir", str(tmp_path))
+    assert code == 0
+    assert "round 1/2" in err and "round 2/2" in err
+    header = out.splitlines()[0]
+    for col in ("method", "score (next-token-accuracy)", "pers. gain", "uplink"):
+        assert col in header
+    assert "fedavg-lora" in out and "196.67 kB" in out  # 2 rounds x 2 clients x (12288 x 4 + 16) bytes
+
+
+def test_run_json_prints_only_the_record(cli, tmp_path):
+    code, out, err = cli("run", "--method", "local-only", *SMALL_FLAGS, "--results-dir", str(tmp_path), "--json")
+    assert code == 0
+    record = json.loads(out)  # the whole of stdout is one JSON document
+    assert record["spec"]["method"] == "local-only" and record["summary"]["uplink_bytes"] == 0
+    assert (tmp_path / record["run_id"] / "record.json").exists()
+
+
+def test_bench_and_table_show_every_method(cli, tmp_path):
+    code, out, _ = cli("bench", "--methods", "local-only,fedavg-lora", *SMALL_FLAGS, "--results-dir", str(tmp_path))
+    assert code == 0
+    assert "local-only" in out and "fedavg-lora" in out
+    assert (tmp_path / "leaderboard.md").read_text().strip() == out.strip()
+    code, again, _ = cli("table", str(tmp_path))
+    assert code == 0 and again.strip() == out.strip()
+
+
+@pytest.mark.parametrize("what, names", [
+    ("methods", ["local-only", "fedavg-lora", "fedavg-full"]),
+    ("tasks", ["shakespeare-roles"]),
+    ("channels", ["ideal"]),
+    ("models", ["tiny", "smollm2-135m"]),
+])
+def test_list_shows_registered_components_with_descriptions(cli, what, names):
+    code, out, _ = cli("list", what, "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    for name in names:
+        assert name in rows and rows[name]["description"]
+
+
+def test_console_script_exits_2_without_traceback():
+    """The installed `pflbench` entry point itself, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-m", "pflbench.cli", "run", "--method", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: unknown method 'nope'; choose one of: fedavg-full, fedavg-lora, local-only"]

@@ -1,0 +1,64 @@
+"""A method from a separately installed package, found through its entry point."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+from pflbench.methods import Method, Parts
+from pflbench.models.adapters import add_lora
+
+
+class HalfLoRA(Method):
+    """Shares the LoRA of the query projections, keeps the value ones private."""
+
+    name = "half-lora"
+    description = "query LoRA shared, value LoRA private"
+
+    @dataclass(frozen=True)
+    class Options:
+        rank: int = 4
+
+    def prepare(self, model):
+        shared = add_lora(model, "q", self.options.rank, targets=("q_proj",))
+        private = add_lora(model, "v", self.options.rank, targets=("v_proj",))
+        return Parts(shared=shared, private=private)
+'''
+
+
+def test_plugin_installed_with_pip_is_listed_and_runs(tmp_path):
+    src = tmp_path / "src"
+    (src / "halflora").mkdir(parents=True)
+    (src / "halflora" / "__init__.py").write_text(PLUGIN)
+    (src / "pyproject.toml").write_text(textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "halflora"
+        version = "0.1"
+        [project.entry-points."pflbench.methods"]
+        half-lora = "halflora:HalfLoRA"
+    """))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(src)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    cmd = [sys.executable, "-m", "pflbench.cli"]
+
+    listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True, check=True)
+    assert "half-lora" in {r["name"] for r in json.loads(listed.stdout)}
+
+    ran = subprocess.run(cmd + ["run", "--method", "half-lora", "--opt", "rank=2", "--clients", "3", "--clients-per-round", "2",
+                                "--rounds", "2", "--local-steps", "2", "--results-dir", str(tmp_path / "r"), "--json"],
+                         env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    rec = json.loads(ran.stdout)
+    # 4 layers x q x (A: 2x96 + B: 96x2) shared; the same for v, private
+    assert rec["model"]["shared_parameters"] == 4 * (2 * 96 + 96 * 2)
+    assert rec["model"]["private_parameters"] == 4 * (2 * 96 + 96 * 2)
+    assert rec["rounds"][0]["uplink_bytes"] == 2 * (16 + 4 * rec["model"]["shared_parameters"])
