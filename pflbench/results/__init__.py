@@ -1,0 +1,1 @@
+"""Run records, the on-disk store, leaderboard tables."""
