@@ -24,7 +24,7 @@ def rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     metric = records[0]["summary"]["metric"] if records else "score"
     header = [
         "method", "task", "channel", f"score ({metric})", "pers. gain", "collab. gain",
-        "worst client", "uplink", "downlink", "airtime s", "delivered/lost/late", "run id",
+        "worst client", "unseen clients", "uplink", "downlink", "airtime s", "delivered/lost/late", "run id",
     ]
     body = []
     for r in records:
@@ -33,7 +33,9 @@ def rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         body.append([
             r["spec"]["method"], r["spec"]["task"], r["spec"]["channel"], f"{s['score']:.2f}",
             f"{s['personalization_gain']:+.2f}", "" if base is None else f"{s['score'] - base:+.2f}",
-            f"{s['worst_client_score']:.2f}", human_bytes(s["uplink_bytes"]), human_bytes(s["downlink_bytes"]),
+            f"{s['worst_client_score']:.2f}",
+            "" if s.get("unseen_client_score") is None else f"{s['unseen_client_score']:.2f} ({s['unseen_clients']})",
+            human_bytes(s["uplink_bytes"]), human_bytes(s["downlink_bytes"]),
             f"{s['airtime_s']:.2f}", f"{s['delivered_updates']}/{s['lost_updates']}/{s['late_updates']}", r["run_id"],
         ])
     return header, body
