@@ -27,6 +27,7 @@ app = typer.Typer(
 
 DEFAULT = RunSpec()
 DEFAULT_RESULTS = Path("results")
+REFERENCE_PAYLOAD = 67_000_000 // 8  # 67 Mbit: the payload the channel presets' sanity bands refer to
 
 
 def _err(text: str) -> None:
@@ -91,8 +92,8 @@ def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool) -> dict
 # Options shared by `run` and `bench` ------------------------------------------------------
 _task = typer.Option(DEFAULT.task, help="registered task name, or a path to a task card (.yaml)")
 _model = typer.Option(DEFAULT.model, help="registered model, Hugging Face id, or local path")
-_channel = typer.Option(DEFAULT.channel, help="channel preset")
-_codec = typer.Option(DEFAULT.codec, help="uplink payload codec")
+_channel = typer.Option(DEFAULT.channel, help="channel preset (see `pflbench list channels`), or a path to a channel card")
+_codec = typer.Option(DEFAULT.codec, help="uplink payload codec: fp32, fp16, bf16, int8 or topk:F (0 < F <= 1)")
 _clients = typer.Option(DEFAULT.clients, help="number of clients")
 _cpr = typer.Option(DEFAULT.clients_per_round, help="clients sampled each round")
 _rounds = typer.Option(DEFAULT.rounds, help="federated rounds")
@@ -173,6 +174,82 @@ def table(
     print(render(records, fmt))
 
 
+channel_app = typer.Typer(help="Inspect channel presets and cards.", no_args_is_help=True)
+app.add_typer(channel_app, name="channel")
+
+
+@channel_app.command("show")
+def channel_show(
+    name: str = typer.Argument(..., help="preset name, or a path to a channel card (.yaml)"),
+    payload_bytes: int = typer.Option(REFERENCE_PAYLOAD, help="bytes each client uploads"),
+    clients: int = typer.Option(8, help="clients sharing a round"),
+    rounds: int = typer.Option(500, help="simulated rounds (placements and fading draws)"),
+    plot: Optional[Path] = typer.Option(None, help="draw the distributions to this PNG file"),
+    as_json: bool = _json,
+) -> None:
+    """Print a channel's parameters and the distribution of rate, airtime, energy and delivery."""
+    import dataclasses
+
+    import numpy as np
+
+    from pflbench.channel.cards import resolve_channel
+
+    if payload_bytes <= 0 or clients <= 0 or rounds <= 0:
+        raise UserError("--payload-bytes, --clients and --rounds must be positive")
+    channel = resolve_channel(name)
+    sim = channel.simulate(payload_bytes, clients, rounds=rounds)
+    params = dataclasses.asdict(channel.p) if hasattr(channel, "p") else {"name": channel.name}
+    stats = {}
+    for key, scale, unit in (("rate_bps", 1e-6, "Mbit/s"), ("airtime_s", 1, "s"), ("energy_j", 1, "J")):
+        v = sim[key] * scale
+        stats[f"{key.split('_')[0]} ({unit})"] = {q: float(np.percentile(v, p)) for q, p in (("p10", 10), ("p50", 50), ("p90", 90))}
+    stats["delivery probability"] = {"mean": float(sim["delivery_prob"].mean()), "p10": float(np.percentile(sim["delivery_prob"], 10))}
+    if as_json:
+        print(json.dumps({"name": channel.name, "card": getattr(channel, "card", None), "parameters": params, "stats": stats}, default=str))
+    else:
+        print(f"{channel.name}: {channel.description}")
+        if getattr(channel, "card", None):
+            print(f"card: {channel.card}  (copy it, edit it, pass --channel your-card.yaml)")
+        print(tabulate([[k, v] for k, v in params.items() if k not in ("name", "description")], tablefmt="simple"))
+        print(f"\n{payload_bytes} bytes per client, {clients} clients a round, {rounds * clients} client-rounds:")
+        print(tabulate([[k, *(f"{x:.4g}" for x in v.values())] for k, v in stats.items() if "delivery" not in k],
+                       headers=["", "p10", "median", "p90"], tablefmt="simple"))
+        d = stats["delivery probability"]
+        print(f"delivery probability: mean {d['mean']:.3f}, p10 {d['p10']:.3f}")
+    if plot is not None:
+        _plot_channel(channel.name, sim, plot)
+        _err(f"plot: {plot}")
+
+
+def _plot_channel(name: str, sim: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    for ax, (key, label, scale) in zip(axes, (("rate_bps", "rate (Mbit/s)", 1e-6), ("airtime_s", "airtime (s)", 1),
+                                             ("energy_j", "energy (J)", 1), ("delivery_prob", "delivery probability", 1))):
+        v = sim[key] * scale
+        v = v[np.isfinite(v)]
+        heavy_tailed = key in ("airtime_s", "energy_j") and v.size and v.min() > 0 and v.max() / v.min() > 100
+        bins = np.logspace(np.log10(v.min()), np.log10(v.max()), 40) if heavy_tailed else 40
+        ax.hist(v, bins=bins, color="#3b6ea5")
+        if heavy_tailed:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("client-rounds")
+    fig.suptitle(name)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
 class What(str, Enum):
     methods = "methods"
     tasks = "tasks"
@@ -181,18 +258,39 @@ class What(str, Enum):
 
 
 @app.command("list")
-def list_(what: What = typer.Argument(..., help="methods, tasks, channels or models"), as_json: bool = _json) -> None:
+def list_(
+    what: What = typer.Argument(..., help="methods, tasks, channels or models"),
+    payload_bytes: int = typer.Option(REFERENCE_PAYLOAD, help="channels: payload size for the median rate and airtime"),
+    clients: int = typer.Option(8, help="channels: clients sharing a round"),
+    as_json: bool = _json,
+) -> None:
     """List what is registered, with a line of description each."""
-    rows = [_describe(what, name) for name in getattr(registry, what.value).names()]
+    if payload_bytes <= 0 or clients <= 0:
+        raise UserError("--payload-bytes and --clients must be positive")
+    rows = [_describe(what, name, payload_bytes, clients) for name in getattr(registry, what.value).names()]
     if as_json:
         print(json.dumps(rows, sort_keys=True))
     else:
         print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [], tablefmt="simple"))
 
 
-def _describe(what: What, name: str) -> dict[str, Any]:
+def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[str, Any]:
     import dataclasses
 
+    if what is What.channels:
+        from pflbench.channel.cards import resolve_channel
+
+        import numpy as np
+
+        sim = resolve_channel(name).simulate(payload_bytes, clients, rounds=100)
+        rate = float(np.median(sim["rate_bps"]))
+        return {
+            "name": name,
+            "median rate Mbit/s": "unlimited" if np.isinf(rate) else round(rate / 1e6, 2),
+            "median airtime s": round(float(np.median(sim["airtime_s"])), 3),
+            "delivery": round(float(sim["delivery_prob"].mean()), 3),
+            "description": describe(resolve_channel(name)),
+        }
     if what is What.tasks:
         from pflbench.data.cards import resolve_task
 

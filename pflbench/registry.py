@@ -73,7 +73,13 @@ def _builtin_task_cards() -> dict[str, Entry]:
     return builtin_card_entries()
 
 
+def _builtin_channel_cards() -> dict[str, Entry]:
+    from pflbench.channel.cards import builtin_channel_entries
+
+    return builtin_channel_entries()
+
+
 methods: Registry = Registry("method", "pflbench.methods")
 tasks: Registry = Registry("task", "pflbench.tasks", extra=_builtin_task_cards)
-channels: Registry = Registry("channel", "pflbench.channels")
+channels: Registry = Registry("channel", "pflbench.channels", extra=_builtin_channel_cards)
 models: Registry = Registry("model", "pflbench.models")

@@ -12,7 +12,7 @@ SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "-
     [
         (["run", "--method", "nope"], "unknown method 'nope'; choose one of: fedavg-full, fedavg-lora, local-only, pftt"),
         (["run", "--task", "nope"], "unknown task 'nope'"),
-        (["run", "--channel", "moon"], "unknown channel 'moon'; choose one of: ideal"),
+        (["run", "--channel", "moon"], "unknown channel 'moon'; choose one of: 5g-uma, aircomp-noisy, chen2020, ideal, lte-cell-edge"),
         (["run", "--codec", "fp64"], "unknown codec 'fp64'"),
         (["run", "--model", "no/such-model-here"], "cannot load model 'no/such-model-here'"),
         (["run", "--clients", "0"], "--clients must be a positive integer"),
@@ -68,7 +68,7 @@ def test_bench_and_table_show_every_method(cli, tmp_path):
 @pytest.mark.parametrize("what, names", [
     ("methods", ["local-only", "fedavg-lora", "fedavg-full", "pftt"]),
     ("tasks", ["shakespeare-roles"]),
-    ("channels", ["ideal"]),
+    ("channels", ["ideal", "wifi-indoor", "5g-uma", "lte-cell-edge", "rural-rma", "chen2020", "aircomp-noisy"]),
     ("models", ["tiny", "smollm2-135m"]),
 ])
 def test_list_shows_registered_components_with_descriptions(cli, what, names):

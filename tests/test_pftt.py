@@ -18,9 +18,9 @@ def spy_payloads(monkeypatch):
     seen = []
     original = FP32Codec.encode
 
-    def encode(self, tensors, schema):
+    def encode(self, tensors, schema, memory=None):
         seen.append(sorted(tensors))
-        return original(self, tensors, schema)
+        return original(self, tensors, schema, memory)
 
     monkeypatch.setattr(FP32Codec, "encode", encode)
     return seen

@@ -22,6 +22,7 @@ class Link:
     rate_bps: float | None  # None: unlimited
     snr_db: float | None
     loss_prob: float = 0.0
+    fading: float | None = None  # |g|^2 this round
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,43 @@ class Channel:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
 
+    def setup(self, n_clients: int, seed: int, local_steps: int, n_values: int) -> None:
+        """Once per run, before the first round: place the clients (seeded), note the local
+        steps (compute time) and the number of values a payload carries."""
+
     def realize(self, round_idx: int, clients: Sequence[int], rng: np.random.Generator) -> list[Link]:
         raise NotImplementedError
 
     def transmit(self, payload_bytes: Sequence[int], links: Sequence[Link], rng: np.random.Generator) -> tuple[list[Outcome], float]:
         """Returns one outcome per upload (same order) and the round's latency in seconds."""
         raise NotImplementedError
+
+    def combine(self, updates: list, rng: np.random.Generator) -> list:
+        """What the server receives from the delivered updates. Digital channels deliver them
+        as they are; over-the-air aggregation returns one noisy superposition."""
+        return updates
+
+    def simulate(self, payload_bytes: int, clients_per_round: int, rounds: int = 200, seed: int = 0,
+                 local_steps: int = 10, n_values: int | None = None) -> dict[str, np.ndarray]:
+        """Many client-rounds of this channel for one payload size: rate, airtime, energy,
+        delivered. ``rounds`` rounds of ``clients_per_round`` clients, each round a fresh
+        placement draw (the distribution over placements and fading)."""
+        n = rounds * clients_per_round
+        self.setup(n, seed, local_steps, n_values if n_values is not None else payload_bytes // 4)
+        cols: dict[str, list] = {"rate_bps": [], "airtime_s": [], "energy_j": [], "delivered": [], "delivery_prob": []}
+        for r in range(rounds):
+            rng = np.random.default_rng([seed, r, 0xC4A7])
+            clients = list(range(r * clients_per_round, (r + 1) * clients_per_round))
+            links = self.realize(r, clients, rng)
+            outcomes, _ = self.transmit([payload_bytes] * len(links), links, rng)
+            for link, o in zip(links, outcomes):
+                cols["rate_bps"].append(np.inf if o.rate_bps is None else o.rate_bps)
+                cols["airtime_s"].append(o.airtime_s)
+                cols["energy_j"].append(o.energy_j)
+                cols["delivered"].append(o.status == DELIVERED)
+                cols["delivery_prob"].append(self.delivery_probability(link, o))
+        return {k: np.asarray(v) for k, v in cols.items()}
+
+    def delivery_probability(self, link: Link, outcome: Outcome) -> float:
+        """Probability that this link delivers, before the random loss draw."""
+        return 1.0 if outcome.status == DELIVERED else 0.0

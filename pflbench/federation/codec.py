@@ -9,8 +9,8 @@ Header (little-endian, 16 bytes)::
 
     magic    4s  b"PFLB"
     version  B   1
-    codec    B   codec id (fp32 = 1)
-    flags    H   0 (reserved)
+    codec    B   codec id (fp32 1, fp16 2, bf16 3, int8 4, topk 5)
+    flags    H   codec-specific (topk: 1 = positions as a bitmap)
     schema   I   CRC-32 of the schema (names and shapes, in order)
     count    I   number of values described (sum of the tensors' numel)
 
@@ -19,6 +19,7 @@ The byte count the suite reports is ``len(payload)``, nothing else.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -59,25 +60,36 @@ class Schema:
 
 
 class Codec:
-    """Turns a dict of tensors into bytes and back. Subclasses set ``name`` and ``id``."""
+    """Turns a dict of tensors into bytes and back. Subclasses set ``name`` and ``id`` and
+    implement ``encode_body`` / ``decode_body`` over the flat float32 vector."""
 
     name: str = ""
     id: int = 0
     description: str = ""
+    error_feedback: bool = False  # keep what was not sent on the client, add it next time
 
-    def encode(self, tensors: dict[str, torch.Tensor], schema: Schema) -> bytes:
-        flat = torch.cat([tensors[n].detach().reshape(-1).float() for n in schema.names]) if len(schema) else torch.zeros(0)
-        return HEADER.pack(MAGIC, VERSION, self.id, 0, schema.crc, schema.numel) + self.encode_body(flat)
+    def spec(self) -> str:
+        return self.name
+
+    def encode(self, tensors: dict[str, torch.Tensor], schema: Schema, memory: dict | None = None) -> bytes:
+        """``memory``: the client's codec state between rounds (error feedback residual)."""
+        flat = _flatten(tensors, schema)
+        if self.error_feedback and memory is not None and "residual" in memory:
+            flat = flat + memory["residual"]
+        body, flags = self.encode_body(flat, schema)
+        if self.error_feedback and memory is not None:
+            memory["residual"] = flat - self.decode_body(memoryview(body), schema, flags)
+        return HEADER.pack(MAGIC, VERSION, self.id, flags, schema.crc, schema.numel) + body
 
     def decode(self, payload: bytes, schema: Schema) -> dict[str, torch.Tensor]:
-        magic, version, codec_id, _flags, crc, count = HEADER.unpack_from(payload)
+        magic, version, codec_id, flags, crc, count = HEADER.unpack_from(payload)
         if magic != MAGIC or version != VERSION:
             raise ValueError("not a pflbench payload (bad magic or version)")
         if codec_id != self.id:
             raise ValueError(f"payload was encoded with codec id {codec_id}, not {self.name} ({self.id})")
         if crc != schema.crc or count != schema.numel:
             raise ValueError("payload does not match the agreed tensor schema")
-        flat = self.decode_body(memoryview(payload)[HEADER_BYTES:], count)
+        flat = self.decode_body(memoryview(payload)[HEADER_BYTES:], schema, flags)
         out, offset = {}, 0
         for name, shape in zip(schema.names, schema.shapes):
             n = int(np.prod(shape, dtype=np.int64))
@@ -85,12 +97,23 @@ class Codec:
             offset += n
         return out
 
-    # the body: subclasses implement these two
-    def encode_body(self, flat: torch.Tensor) -> bytes:
+    def encode_body(self, flat: torch.Tensor, schema: Schema) -> tuple[bytes, int]:
+        """-> (body, header flags)"""
         raise NotImplementedError
 
-    def decode_body(self, body: memoryview, count: int) -> torch.Tensor:
+    def decode_body(self, body: memoryview, schema: Schema, flags: int) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _flatten(tensors: dict[str, torch.Tensor], schema: Schema) -> torch.Tensor:
+    if not len(schema):
+        return torch.zeros(0)
+    return torch.cat([tensors[n].detach().reshape(-1).float().cpu() for n in schema.names])
+
+
+def _check_len(codec: str, body: memoryview, expected: int) -> None:
+    if len(body) != expected:
+        raise ValueError(f"{codec} body holds {len(body)} bytes, expected {expected}")
 
 
 class FP32Codec(Codec):
@@ -99,19 +122,147 @@ class FP32Codec(Codec):
     name, id = "fp32", 1
     description = "dense float32, 4 bytes per value"
 
-    def encode_body(self, flat: torch.Tensor) -> bytes:
-        return flat.numpy().astype("<f4", copy=False).tobytes()
+    def encode_body(self, flat, schema):
+        return flat.numpy().astype("<f4", copy=False).tobytes(), 0
 
-    def decode_body(self, body: memoryview, count: int) -> torch.Tensor:
-        if len(body) != 4 * count:
-            raise ValueError(f"fp32 body holds {len(body)} bytes, expected {4 * count}")
+    def decode_body(self, body, schema, flags):
+        _check_len(self.name, body, 4 * schema.numel)
         return torch.from_numpy(np.frombuffer(body, dtype="<f4").copy())
 
 
-CODECS: dict[str, type[Codec]] = {c.name: c for c in (FP32Codec,)}
+class FP16Codec(Codec):
+    """Dense IEEE half precision: 2 bytes a value (values beyond +-65504 saturate)."""
+
+    name, id = "fp16", 2
+    description = "dense float16, 2 bytes per value"
+
+    def encode_body(self, flat, schema):
+        return flat.clamp(-65504, 65504).numpy().astype("<f2").tobytes(), 0
+
+    def decode_body(self, body, schema, flags):
+        _check_len(self.name, body, 2 * schema.numel)
+        return torch.from_numpy(np.frombuffer(body, dtype="<f2").astype(np.float32))
+
+
+class BF16Codec(Codec):
+    """Dense bfloat16 (float32 range, 8-bit mantissa): 2 bytes a value."""
+
+    name, id = "bf16", 3
+    description = "dense bfloat16, 2 bytes per value"
+
+    def encode_body(self, flat, schema):
+        return flat.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2", copy=False).tobytes(), 0
+
+    def decode_body(self, body, schema, flags):
+        _check_len(self.name, body, 2 * schema.numel)
+        raw = torch.from_numpy(np.frombuffer(body, dtype="<i2").copy())
+        return raw.view(torch.bfloat16).float()
+
+
+def _rows(schema: Schema) -> list[tuple[int, int, bool]]:
+    """Per tensor, viewed as a matrix (-1, last dim): (rows, row length, transposed). The
+    scale goes with the smaller side, so a tall matrix (LoRA's B: 96 x 8) gets one scale per
+    column instead of one per short row."""
+    out = []
+    for shape in schema.shapes:
+        width = shape[-1] if shape else 1
+        n = int(np.prod(shape, dtype=np.int64))
+        height = n // width if width else 0
+        out.append((width, height, True) if height > width else (height, width, False))
+    return out
+
+
+class Int8Codec(Codec):
+    """Symmetric int8 with one float32 scale per row: a row's values are round(x / s),
+    s = max|x| / 127. Rows run along the matrix's longer side (see ``_rows``). Body: every
+    scale, then every int8 value."""
+
+    name, id = "int8", 4
+    description = "int8 with a float32 scale per row, ~1 byte per value"
+
+    def encode_body(self, flat, schema):
+        scales, values, offset = [], [], 0
+        for rows, width, transposed in _rows(schema):
+            n = rows * width
+            block = flat[offset : offset + n].reshape((width, rows) if transposed else (rows, width))
+            block = block.t() if transposed else block
+            offset += n
+            s = block.abs().amax(dim=1) / 127.0
+            s = torch.where(s > 0, s, torch.ones_like(s))
+            scales.append(s)
+            values.append(torch.round(block / s[:, None]).clamp(-127, 127).to(torch.int8).reshape(-1))
+        s_all = torch.cat(scales) if scales else torch.zeros(0)
+        v_all = torch.cat(values) if values else torch.zeros(0, dtype=torch.int8)
+        return s_all.numpy().astype("<f4").tobytes() + v_all.numpy().tobytes(), 0
+
+    def decode_body(self, body, schema, flags):
+        layout = _rows(schema)
+        n_rows = sum(r for r, _, _ in layout)
+        _check_len(self.name, body, 4 * n_rows + schema.numel)
+        scales = torch.from_numpy(np.frombuffer(body[: 4 * n_rows], dtype="<f4").copy())
+        values = torch.from_numpy(np.frombuffer(body[4 * n_rows :], dtype=np.int8).astype(np.float32))
+        out, r0, v0 = [], 0, 0
+        for rows, width, transposed in layout:
+            block = values[v0 : v0 + rows * width].reshape(rows, width) * scales[r0 : r0 + rows, None]
+            out.append((block.t() if transposed else block).reshape(-1))
+            r0, v0 = r0 + rows, v0 + rows * width
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+class TopKCodec(Codec):
+    """Keep the fraction F of values largest in magnitude (at least one), with error
+    feedback: what was not sent stays in the client's residual and is added next round.
+    Body: k (uint32), the k values (float32), then their positions as uint32 indices or as a
+    bitmap of numel bits, whichever is smaller (header flag 1 = bitmap)."""
+
+    id = 5
+    error_feedback = True
+    description = "top-k sparsification (fraction F) with error feedback, values + indices or bitmap"
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+        self.name = f"topk:{fraction:g}"
+
+    def encode_body(self, flat, schema):
+        n = flat.numel()
+        k = min(n, max(1, math.ceil(self.fraction * n))) if n else 0
+        idx = torch.topk(flat.abs(), k, sorted=False).indices.sort().values if k else torch.zeros(0, dtype=torch.long)
+        values = flat[idx].numpy().astype("<f4").tobytes()
+        if (n + 7) // 8 < 4 * k:
+            mask = np.zeros(n, dtype=bool)
+            mask[idx.numpy()] = True
+            return struct.pack("<I", k) + values + np.packbits(mask, bitorder="little").tobytes(), 1
+        return struct.pack("<I", k) + values + idx.numpy().astype("<u4").tobytes(), 0
+
+    def decode_body(self, body, schema, flags):
+        n = schema.numel
+        (k,) = struct.unpack_from("<I", body)
+        values = np.frombuffer(body[4 : 4 + 4 * k], dtype="<f4")
+        rest = body[4 + 4 * k :]
+        if flags & 1:
+            _check_len(self.name, rest, (n + 7) // 8)
+            idx = np.flatnonzero(np.unpackbits(np.frombuffer(rest, dtype=np.uint8), count=n, bitorder="little"))
+        else:
+            _check_len(self.name, rest, 4 * k)
+            idx = np.frombuffer(rest, dtype="<u4").astype(np.int64)
+        out = torch.zeros(n)
+        out[torch.from_numpy(idx)] = torch.from_numpy(values.copy())
+        return out
+
+
+CODECS: dict[str, type[Codec]] = {c.name: c for c in (FP32Codec, FP16Codec, BF16Codec, Int8Codec)}
+CODEC_CHOICES = (*CODECS, "topk:F")
 
 
 def make_codec(name: str) -> Codec:
-    if name not in CODECS:
-        raise UserError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
-    return CODECS[name]()
+    if name in CODECS:
+        return CODECS[name]()
+    if name.startswith("topk:"):
+        try:
+            fraction = float(name.split(":", 1)[1])
+        except ValueError:
+            fraction = -1.0
+        if not 0 < fraction <= 1:
+            raise UserError(f"codec {name!r}: the top-k fraction must be in (0, 1], e.g. topk:0.1")
+        return TopKCodec(fraction)
+    raise UserError(f"unknown codec {name!r}; choose one of: {', '.join(CODEC_CHOICES)}")

@@ -19,6 +19,7 @@ import torch
 from pflbench import __version__, registry
 from pflbench.channel.base import DELIVERED, LATE, LOST, Channel
 from pflbench.config import RunSpec
+from pflbench.channel.cards import resolve_channel
 from pflbench.data.cards import resolve_task
 from pflbench.data.task import ClientData, Task
 from pflbench.errors import UserError
@@ -64,7 +65,7 @@ def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None
     method_cls = registry.methods.get(spec.method)
     method = method_cls(spec.method_options)
     task = resolve_task(spec.task)
-    channel = registry.channels.get(spec.channel)()
+    channel = resolve_channel(spec.channel)
     codec = make_codec(spec.codec)
     loaded = load_model(spec.model, progress)
     dev = _device(device)
@@ -121,6 +122,8 @@ class Runner:
         self.global_shared = {n: self.params[n].detach().clone() for n in exp.parts.shared}
         self.schema = Schema.of(self.global_shared)
         self.store = ClientStore({n: self.params[n] for n in exp.parts.private})
+        self.codec_memory: dict[int, dict] = {}  # per client, e.g. top-k's error-feedback residual
+        exp.channel.setup(exp.spec.clients, exp.spec.seed, exp.spec.local_steps, self.schema.numel)
         self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
         self.rounds: list[dict[str, Any]] = []
         self.trained: set[int] = set()
@@ -158,7 +161,7 @@ class Runner:
             compute_s += ctx.compute_s
             if len(self.schema):
                 delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
-                payloads.append(exp.codec.encode(delta, self.schema))
+                payloads.append(exp.codec.encode(delta, self.schema, self.codec_memory.setdefault(c, {})))
             else:
                 payloads.append(b"")  # nothing shared: nothing sent
             if exp.parts.private:
@@ -176,6 +179,7 @@ class Runner:
             for i, o in zip(sending, outcomes)
             if o.status == DELIVERED
         ]
+        updates = exp.channel.combine(updates, chan_rng)  # over-the-air aggregation superposes them
         if updates:
             self.global_shared = {n: t.clone() for n, t in exp.method.aggregate(self.global_shared, updates).items()}
 

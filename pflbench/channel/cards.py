@@ -1,0 +1,122 @@
+"""Channel cards: YAML files describing a wireless setting (docs/channels.md).
+
+The presets live in ``pflbench/channel/presets/``; ``pflbench channel show NAME`` prints
+where, so a user can copy one, edit it and pass ``--channel my-channel.yaml``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pflbench.channel.pathloss import PATH_LOSS_MODELS
+from pflbench.channel.wireless import AirCompChannel, WirelessChannel, WirelessParams
+from pflbench.errors import UserError
+from pflbench.registry import Entry
+
+KINDS = {"ofdma": WirelessChannel, "aircomp": AirCompChannel}
+SECTIONS = {"name", "kind", "description", "geometry", "path_loss", "shadowing_db", "p_tx_dbm", "bandwidth", "eta",
+            "noise_figure_db", "margin_db", "interference_w", "se_max", "gamma_th_db", "loss_mode", "deadline_s",
+            "compute", "aircomp", "sources"}
+
+
+def _num(where: str, key: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {key} must be a number, got {value!r}") from None
+
+
+def params_from_card(data: Any, where: str) -> WirelessParams:
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a YAML mapping")
+    missing = [k for k in ("name", "kind", "description", "path_loss", "bandwidth") if k not in data]
+    if missing:
+        raise UserError(f"{where} lacks required field(s): {', '.join(missing)}")
+    unknown = sorted(set(data) - SECTIONS)
+    if unknown:
+        raise UserError(f"{where} has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SECTIONS))}")
+    if data["kind"] not in KINDS:
+        raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {data['kind']!r}")
+    out: dict[str, Any] = {"name": str(data["name"]), "description": str(data["description"]).strip(), "kind": data["kind"]}
+    sub = lambda key: data.get(key) or {}  # noqa: E731
+    for section, mapping in (
+        ("geometry", {"r_min": "r_min", "r_max": "r_max", "h_bs": "h_bs", "h_ut": "h_ut"}),
+        ("path_loss", {"fc_ghz": "fc_ghz", "exponent": "exponent"}),
+        ("shadowing_db", {"los": "shadowing_los_db", "nlos": "shadowing_nlos_db"}),
+        ("bandwidth", {"total_hz": "bandwidth_hz", "share": "bandwidth_share", "per_client_hz": "bandwidth_per_client_hz"}),
+        ("compute", {"s_per_step": "compute_s_per_step", "power_w": "compute_power_w"}),
+        ("aircomp", {"truncation": "truncation", "receive_snr_db": "receive_snr_db"}),
+    ):
+        block = sub(section)
+        if not isinstance(block, dict):
+            raise UserError(f"{where}: {section} must be a mapping")
+        extra = sorted(set(block) - set(mapping) - ({"model"} if section == "path_loss" else set()))
+        if extra:
+            raise UserError(f"{where}: unknown key(s) {', '.join(extra)} in {section}; allowed: {', '.join(mapping)}")
+        for key, field in mapping.items():
+            if key in block and block[key] is not None:
+                out[field] = _num(where, f"{section}.{key}", block[key])
+    model = sub("path_loss").get("model")
+    if model not in PATH_LOSS_MODELS:
+        raise UserError(f"{where}: path_loss.model must be one of {', '.join(PATH_LOSS_MODELS)}, got {model!r}")
+    out["path_loss"] = model
+    if model in ("inh-office", "uma", "rma-nlos") and out.get("fc_ghz") is None:
+        raise UserError(f"{where}: path_loss.fc_ghz is required for {model}")
+    for key in ("p_tx_dbm", "eta", "noise_figure_db", "margin_db", "se_max", "gamma_th_db", "deadline_s"):
+        if data.get(key) is not None:
+            out[key] = _num(where, key, data[key])
+    if data.get("interference_w") is not None:
+        lo_hi = data["interference_w"]
+        if not (isinstance(lo_hi, list) and len(lo_hi) == 2):
+            raise UserError(f"{where}: interference_w must be [low, high] in watts")
+        out["interference_w"] = (_num(where, "interference_w", lo_hi[0]), _num(where, "interference_w", lo_hi[1]))
+    mode = data.get("loss_mode", "drop")
+    if mode not in ("drop", "retransmit"):
+        raise UserError(f"{where}: loss_mode must be drop or retransmit, got {mode!r}")
+    out["loss_mode"] = mode
+    out["source"] = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
+    params = WirelessParams(**out)
+    if not 0 <= params.r_min < params.r_max:
+        raise UserError(f"{where}: geometry needs 0 <= r_min < r_max")
+    if not (params.bandwidth_per_client_hz or params.bandwidth_hz > 0):
+        raise UserError(f"{where}: bandwidth needs total_hz > 0 or per_client_hz")
+    return params
+
+
+def load_channel_card(path: Path | str):
+    path = Path(path)
+    where = f"channel card {path}"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{where} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    params = params_from_card(data, where)
+    channel = KINDS[params.kind](params)
+    channel.card = str(path)
+    return channel
+
+
+def builtin_channel_entries() -> dict[str, Entry]:
+    out = {}
+    for item in resources.files("pflbench.channel.presets").iterdir():
+        if item.name.endswith(".yaml"):
+            path = Path(str(item))
+            name = yaml.safe_load(path.read_text(encoding="utf-8"))["name"]
+            # the registry hands out a factory: a fresh channel per run
+            out[name] = Entry(name, lambda p=path: (lambda: load_channel_card(p)), str(path))
+    return out
+
+
+def resolve_channel(name: str):
+    """A fresh channel: a registered name, or a path to a channel card."""
+    from pflbench import registry
+
+    if name.endswith((".yaml", ".yml")) and name not in registry.channels.names():
+        return load_channel_card(name)
+    return registry.channels.get(name)()

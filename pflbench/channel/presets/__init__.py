@@ -1,0 +1,1 @@
+"""Channel preset cards (YAML)."""
