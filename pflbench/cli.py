@@ -233,6 +233,19 @@ def channel_show(
         _err(f"plot: {plot}")
 
 
+def _save_figure(fig, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
 def _plot_channel(name: str, sim: dict, path: Path) -> None:
     import matplotlib
 
@@ -252,14 +265,7 @@ def _plot_channel(name: str, sim: dict, path: Path) -> None:
             ax.set_xscale("log")
         ax.set_xlabel(label)
     axes[0].set_ylabel("client-rounds")
-    fig.suptitle(name)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    _save_figure(fig, name, path)
 
 
 task_app = typer.Typer(help="Inspect task cards and their partitions.", no_args_is_help=True)
@@ -326,14 +332,7 @@ def _plot_task(name, groups, values, shares, path: Path) -> None:
         axes[0][1].set_xlabel("client")
         axes[0][1].set_ylabel("label share")
         axes[0][1].legend(fontsize=7, ncol=2)
-    fig.suptitle(name)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    _save_figure(fig, name, path)
 
 
 class What(str, Enum):

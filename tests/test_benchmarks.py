@@ -7,10 +7,10 @@ from pflbench.federation.engine import Runner, resolve
 from pflbench.federation.store import ClientStore
 from pflbench.models import load_model
 
-BASELINES = ["local-only", "fedavg-lora", "fedavg-full"]
+METHODS = ["local-only", "fedavg-lora", "fedavg-full", "pftt"]
 
 
-@pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.parametrize("method", METHODS)
 def test_one_round_and_engine_overhead(benchmark, small_spec, method):
     """One training round (4 clients x 10 steps, no evaluation) on the tiny model. The
     engine's overhead is the round time not spent in forward/backward/optimizer steps

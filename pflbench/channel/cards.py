@@ -6,16 +6,14 @@ where, so a user can copy one, edit it and pass ``--channel my-channel.yaml``.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pflbench.channel.pathloss import PATH_LOSS_MODELS
 from pflbench.channel.wireless import AirCompChannel, WirelessChannel, WirelessParams
 from pflbench.errors import UserError
 from pflbench.registry import Entry
+from pflbench.yamlcards import packaged_cards, read_card
 
 KINDS = {"ofdma": WirelessChannel, "aircomp": AirCompChannel}
 SECTIONS = {"name", "kind", "description", "geometry", "path_loss", "shadowing_db", "p_tx_dbm", "bandwidth", "eta",
@@ -88,14 +86,7 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
 
 
 def load_channel_card(path: Path | str):
-    path = Path(path)
-    where = f"channel card {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{where} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data, where = read_card(Path(path), "channel")
     params = params_from_card(data, where)
     channel = KINDS[params.kind](params)
     channel.card = str(path)
@@ -103,14 +94,9 @@ def load_channel_card(path: Path | str):
 
 
 def builtin_channel_entries() -> dict[str, Entry]:
-    out = {}
-    for item in resources.files("pflbench.channel.presets").iterdir():
-        if item.name.endswith(".yaml"):
-            path = Path(str(item))
-            name = yaml.safe_load(path.read_text(encoding="utf-8"))["name"]
-            # the registry hands out a factory: a fresh channel per run
-            out[name] = Entry(name, lambda p=path: (lambda: load_channel_card(p)), str(path))
-    return out
+    # the registry hands out a factory: a fresh channel per run
+    return {name: Entry(name, lambda p=path: (lambda: load_channel_card(p)), str(path))
+            for name, path in packaged_cards("pflbench.channel.presets").items()}
 
 
 def resolve_channel(name: str):

@@ -7,15 +7,13 @@ loads a user's card the same way.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pflbench.data.task import Task
 from pflbench.errors import UserError
 from pflbench.registry import Entry
+from pflbench.yamlcards import packaged_cards, read_card
 
 KINDS = ("instruction", "task", "preference")
 REQUIRED = ("name", "kind", "description", "source", "metric", "partition")
@@ -75,25 +73,12 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
 
 
 def load_card(path: Path | str) -> Task:
-    path = Path(path)
-    where = f"task card {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{where} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data, where = read_card(Path(path), "task")
     return parse_card(data, where, str(path))
 
 
 def builtin_card_entries() -> dict[str, Entry]:
-    out = {}
-    for item in resources.files("pflbench.cards").iterdir():
-        if item.name.endswith(".yaml"):
-            path = Path(str(item))
-            name = yaml.safe_load(path.read_text(encoding="utf-8"))["name"]
-            out[name] = Entry(name, lambda p=path: load_card(p), str(path))
-    return out
+    return {name: Entry(name, lambda p=path: load_card(p), str(path)) for name, path in packaged_cards("pflbench.cards").items()}
 
 
 def resolve_task(name: str) -> Task:
