@@ -367,14 +367,15 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
 
         import numpy as np
 
-        sim = resolve_channel(name).simulate(payload_bytes, clients, rounds=100)
+        channel = resolve_channel(name)
+        sim = channel.simulate(payload_bytes, clients, rounds=100)
         rate = float(np.median(sim["rate_bps"]))
         return {
             "name": name,
             "median rate Mbit/s": "unlimited" if np.isinf(rate) else round(rate / 1e6, 2),
             "median airtime s": round(float(np.median(sim["airtime_s"])), 3),
             "delivery": round(float(sim["delivery_prob"].mean()), 3),
-            "description": describe(resolve_channel(name)),
+            "description": describe(channel),
         }
     if what is What.tasks:
         from pflbench.data.cards import resolve_task

@@ -170,7 +170,3 @@ def lm_batch(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         mask[i, : len(e.ids)] = 1
         labels[i, e.prompt_len : len(e.ids)] = row[e.prompt_len :]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def seeded_rng(seed: int, *tags: int) -> np.random.Generator:
-    return np.random.default_rng([seed, *tags])
