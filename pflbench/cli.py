@@ -29,6 +29,26 @@ app = typer.Typer(
 DEFAULT = RunSpec()
 DEFAULT_RESULTS = Path("results")
 REFERENCE_PAYLOAD = 67_000_000 // 8  # 67 Mbit: the payload the channel presets' sanity bands refer to
+_payload = typer.Option(None, help="bytes each client uploads (default: the --method's payload, else 67 Mbit)")
+_pmethod = typer.Option(None, "--method", help="size the payload as this method's upload (with --model, --codec)")
+_pmodel = typer.Option(DEFAULT.model, "--model", help="with --method: the model")
+_pcodec = typer.Option(DEFAULT.codec, "--codec", help="with --method: the codec")
+
+
+def _payload_size(payload_bytes: Optional[int], method: Optional[str], model: str, codec: str) -> int:
+    """--payload-bytes if given; else the spec's payload (--method on --model under --codec)."""
+    if payload_bytes is not None:
+        if payload_bytes <= 0:
+            raise UserError("--payload-bytes must be positive")
+        return payload_bytes
+    if method is None:
+        return REFERENCE_PAYLOAD
+    from pflbench.federation.engine import payload_bytes as measure
+
+    size = measure(method, model, codec)
+    if size == 0:
+        raise UserError(f"method {method!r} uploads nothing: there is no payload to send over a channel")
+    return size
 
 
 def _err(text: str) -> None:
@@ -193,7 +213,7 @@ app.add_typer(channel_app, name="channel")
 @channel_app.command("show")
 def channel_show(
     name: str = typer.Argument(..., help="preset name, or a path to a channel card (.yaml)"),
-    payload_bytes: int = typer.Option(REFERENCE_PAYLOAD, help="bytes each client uploads"),
+    payload_bytes: Optional[int] = _payload, method: Optional[str] = _pmethod, model: str = _pmodel, codec: str = _pcodec,
     clients: int = typer.Option(8, help="clients sharing a round"),
     rounds: int = typer.Option(500, help="simulated rounds (placements and fading draws)"),
     plot: Optional[Path] = typer.Option(None, help="draw the distributions to this PNG file"),
@@ -206,9 +226,10 @@ def channel_show(
 
     from pflbench.channel.cards import resolve_channel
 
-    if payload_bytes <= 0 or clients <= 0 or rounds <= 0:
-        raise UserError("--payload-bytes, --clients and --rounds must be positive")
+    if clients <= 0 or rounds <= 0:
+        raise UserError("--clients and --rounds must be positive")
     channel = resolve_channel(name)
+    payload_bytes = _payload_size(payload_bytes, method, model, codec)
     sim = channel.simulate(payload_bytes, clients, rounds=rounds)
     params = dataclasses.asdict(channel.p) if hasattr(channel, "p") else {"name": channel.name}
     stats = {}
@@ -345,13 +366,17 @@ class What(str, Enum):
 @app.command("list")
 def list_(
     what: What = typer.Argument(..., help="methods, tasks, channels or models"),
-    payload_bytes: int = typer.Option(REFERENCE_PAYLOAD, help="channels: payload size for the median rate and airtime"),
+    payload_bytes: Optional[int] = _payload, method: Optional[str] = _pmethod, model: str = _pmodel, codec: str = _pcodec,
     clients: int = typer.Option(8, help="channels: clients sharing a round"),
     as_json: bool = _json,
 ) -> None:
-    """List what is registered, with a line of description each."""
-    if payload_bytes <= 0 or clients <= 0:
-        raise UserError("--payload-bytes and --clients must be positive")
+    """List what is registered, with a line of description each (channels: with their median
+    rate and airtime for a payload)."""
+    if clients <= 0:
+        raise UserError("--clients must be positive")
+    if what is What.channels:
+        payload_bytes = _payload_size(payload_bytes, method, model, codec)
+        _err(f"payload: {payload_bytes} bytes per client, {clients} clients a round")
     rows = [_describe(what, name, payload_bytes, clients) for name in getattr(registry, what.value).names()]
     if as_json:
         print(json.dumps(rows, sort_keys=True))

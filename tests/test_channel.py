@@ -179,3 +179,12 @@ def test_channel_show_and_list_report_rates(cli, tmp_path):
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows) >= {"ideal", "wifi-indoor", "5g-uma", "lte-cell-edge", "rural-rma", "chen2020", "aircomp-noisy"}
     assert 45 < rows["wifi-indoor"]["median rate Mbit/s"] < 55
+
+
+def test_list_channels_sizes_the_payload_from_a_method(cli):
+    code, _, err = cli("list", "channels", "--method", "pftt", "--json")
+    assert code == 0 and "payload: 26256 bytes per client" in err  # the budget's pftt fp32 figure
+    code, _, err = cli("list", "channels", "--method", "fedavg-lora", "--codec", "int8", "--json")
+    assert code == 0 and "payload: 12816 bytes per client" in err
+    code, _, err = cli("list", "channels", "--method", "local-only")
+    assert code == 2 and "uploads nothing" in err

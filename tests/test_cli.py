@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "--local-steps", "2", "--batch-size", "4"]
 
@@ -27,6 +28,7 @@ SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "-
         (["list", "planets"], "'planets' is not one of"),
         (["table", "/nonexistent-results"], "no finished run records"),
         (["run", "--clients", "500"], "--clients 500 is too many"),
+        (["run", "--device", "tpu"], "unknown --device 'tpu'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, args, needle):
@@ -36,6 +38,12 @@ def test_bad_input_is_one_line_and_exit_2(cli, args, needle):
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert needle in err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message for machines without CUDA")
+def test_cuda_without_a_gpu_is_one_line(cli):
+    code, _, err = cli("run", "--device", "cuda")
+    assert code == 2 and err == "error: --device cuda asked for, but no CUDA device is available; use --device cpu\n"
 
 
 def test_run_prints_summary_table_and_progress(cli, tmp_path):

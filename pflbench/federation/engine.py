@@ -80,6 +80,17 @@ def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None
     return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev)
 
 
+def payload_bytes(method: str, model: str = "tiny", codec: str = "fp32", options: dict[str, str] | None = None) -> int:
+    """The exact length of one client's upload for a method on a model under a codec,
+    measured by encoding its shared tensors (no training, no data)."""
+    method_obj = registry.methods.get(method)(options or {})
+    loaded = load_model(model)
+    parts = method_obj.prepare(loaded.model)
+    params = dict(loaded.model.named_parameters())
+    shared = {n: params[n].detach() for n in parts.shared}
+    return len(make_codec(codec).encode(shared, Schema.of(shared))) if shared else 0
+
+
 def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
