@@ -1,7 +1,5 @@
-from dataclasses import dataclass
-
 from pflbench.methods import Method, Parts
-from pflbench.models.adapters import ATTENTION_PROJECTIONS, add_lora
+from pflbench.models.adapters import LoraOptions, add_lora
 
 
 class LocalOnly(Method):
@@ -9,12 +7,7 @@ class LocalOnly(Method):
 
     name = "local-only"
     description = "each client trains a private LoRA; no uploads (uplink exactly 0)"
-
-    @dataclass(frozen=True)
-    class Options:
-        rank: int = 8
-        alpha: int = 16
-        targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+    Options = LoraOptions
 
     def prepare(self, model):
         o = self.options

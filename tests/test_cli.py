@@ -40,6 +40,11 @@ def test_bad_input_is_one_line_and_exit_2(cli, args, needle):
     assert "Traceback" not in err
 
 
+def test_a_bad_name_leaves_no_results_folder(cli, tmp_path):
+    code, _, _ = cli("run", "--method", "nope", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and not (tmp_path / "r").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the message for machines without CUDA")
 def test_cuda_without_a_gpu_is_one_line(cli):
     code, _, err = cli("run", "--device", "cuda")

@@ -61,12 +61,15 @@ class Experiment:
     device: torch.device
 
 
-def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None) -> Experiment:
-    method_cls = registry.methods.get(spec.method)
-    method = method_cls(spec.method_options)
-    task = resolve_task(spec.task)
-    channel = resolve_channel(spec.channel)
-    codec = make_codec(spec.codec)
+def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec]:
+    """The cheap part of resolving a spec: names and options, checked before anything heavy."""
+    method = registry.methods.get(spec.method)(spec.method_options)
+    return method, resolve_task(spec.task), resolve_channel(spec.channel), make_codec(spec.codec)
+
+
+def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None,
+            components: tuple[Method, Task, Channel, Codec] | None = None) -> Experiment:
+    method, task, channel, codec = components or resolve_components(spec)
     loaded = load_model(spec.model, progress)
     dev = _device(device)
     clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
@@ -116,9 +119,10 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *, device: str = "
         progress: Progress | None = None, on_round: RoundHook | None = None) -> dict[str, Any]:
     """Run one experiment; return its record (and write it under ``results_dir``)."""
     t_start = time.perf_counter()
+    components = resolve_components(spec)  # a typo fails here, before a results folder exists
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     try:
-        exp = resolve(spec, device, progress)
+        exp = resolve(spec, device, progress, components)
         return Runner(exp, writer, on_round).run(t_start)
     finally:
         if writer is not None:

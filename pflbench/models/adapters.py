@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 
 # Llama-style names; GPT-2 style models use c_attn (fused q/k/v).
 ATTENTION_PROJECTIONS = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """The options of a method that attaches one LoRA (``--opt rank=4`` and so on)."""
+
+    rank: int = 8
+    alpha: int = 16
+    targets: tuple[str, ...] = ATTENTION_PROJECTIONS
 
 
 def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 16,
