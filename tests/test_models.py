@@ -38,3 +38,16 @@ def test_smollm2_converts_from_the_packaged_gguf_and_generates():
     with torch.no_grad():
         out = loaded.model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in loaded.tokenizer.decode(out[0])
+
+
+@pytest.mark.slow
+def test_a_round_of_pftt_on_smollm2(small_spec):
+    """The packaged real model through the whole engine: 30 blocks of hidden size 576, so the
+    adapters are 30 x (576 x 8 + 8 + 8 x 576 + 576) = 294,000 values."""
+    from pflbench.federation.engine import run
+
+    rec = run(small_spec(method="pftt", model="smollm2-135m", clients=2, clients_per_round=1, rounds=1,
+                         local_steps=1, batch_size=2), None)
+    assert rec["model"]["shared_parameters"] == 294_000
+    assert rec["rounds"][0]["uplink_bytes"] == 16 + 4 * 294_000
+    assert 0 < rec["summary"]["score"] < 100
