@@ -230,10 +230,10 @@ class Runner:
         for c in exp.clients:
             self._load(self.store.get(c.id))
             personal = exp.task.score(exp.loaded.model, c)
-            if exp.parts.private:
+            if self.store.has(c.id):  # trained private tensors: score the shared part alone too
                 self._load(self.store.initial)
                 shared = exp.task.score(exp.loaded.model, c)
-            else:
+            else:  # no private state, or still the initial one: the same model
                 shared = personal
             clients.append({"client": c.id, "name": c.name, "personal": personal, "shared": shared, "trained": c.id in self.trained})
         return {**summarize_scores(clients), "clients": clients}

@@ -138,7 +138,7 @@ def fedavg(shared: dict[str, torch.Tensor], updates: list[Update]) -> dict[str, 
     for name, value in shared.items():
         acc = torch.zeros_like(value)
         for u in updates:
-            acc += u.delta[name].to(value.dtype) * (u.num_samples / total)
+            acc += u.delta[name].to(device=value.device, dtype=value.dtype) * (u.num_samples / total)
         out[name] = value + acc
     return out
 
