@@ -131,14 +131,18 @@ class WirelessChannel(Channel):
                 airtime /= max(1 - link.loss_prob, 1e-12)
             else:
                 lost = u < link.loss_prob
-            late = p.deadline_s is not None and self.compute_s + airtime > p.deadline_s
+            late = self._late(airtime)
             status = LOST if lost else LATE if late else DELIVERED
             energy = p_w * airtime + p.compute_power_w * self.compute_s
             outcomes.append(Outcome(link.client, int(n), status, airtime, energy, link.rate_bps, link.snr_db))
         return outcomes, self._latency(outcomes)
 
+    def _late(self, airtime: float) -> bool:
+        """Compute time plus airtime past the round's deadline."""
+        return self.p.deadline_s is not None and self.compute_s + airtime > self.p.deadline_s
+
     def delivery_probability(self, link: Link, outcome: Outcome) -> float:
-        if self.p.deadline_s is not None and self.compute_s + outcome.airtime_s > self.p.deadline_s:
+        if self._late(outcome.airtime_s):
             return 0.0
         return 1.0 if self.p.loss_mode == "retransmit" else 1.0 - link.loss_prob
 

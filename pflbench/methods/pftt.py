@@ -65,7 +65,8 @@ class PFTT(Method):
         first_steps = ctx.steps // 2
         losses = []
         for names, steps in zip(order, (first_steps, ctx.steps - first_steps)):
-            frozen = [p for p in ctx.parameters() if p not in set(ctx.parameters(names))]
+            training = {id(p) for p in ctx.parameters(names)}
+            frozen = [p for p in ctx.parameters() if id(p) not in training]
             for p in frozen:
                 p.requires_grad_(False)
             try:
