@@ -17,7 +17,7 @@ import typer
 from tabulate import tabulate
 
 from pflbench import registry
-from pflbench.config import RunSpec, parse_options
+from pflbench.config import RunSpec, parse_options, resolve_spec
 from pflbench.errors import UserError
 from pflbench.registry import describe
 
@@ -92,17 +92,19 @@ class _Progress:
 
 def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
           batch_size, lr, seed, eval_every, opt) -> RunSpec:
-    return RunSpec(
+    """The resolved spec: a flag given wins, then the task card's defaults, then the method's
+    learning rate, then the suite's defaults (None: the flag was not given)."""
+    return resolve_spec(
         method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
         lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []),
     )
 
 
-def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool) -> dict[str, Any]:
+def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool, label: str | None = None) -> dict[str, Any]:
     from pflbench.federation.engine import run
 
-    progress = _Progress(spec.method, spec.rounds, quiet)
+    progress = _Progress(label or spec.method, spec.rounds, quiet)
     try:
         return run(spec, results_dir, device=device, progress=progress.build, on_round=progress.round)
     except KeyboardInterrupt:
@@ -112,15 +114,15 @@ def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool) -> dict
 
 # Options shared by `run` and `bench` ------------------------------------------------------
 _task = typer.Option(DEFAULT.task, help="registered task name, or a path to a task card (.yaml)")
-_model = typer.Option(DEFAULT.model, help="registered model, Hugging Face id, or local path")
+_model = typer.Option(None, help=f"registered model, Hugging Face id, or local path (default: the task card's, else {DEFAULT.model})")
 _channel = typer.Option(DEFAULT.channel, help="channel preset (see `pflbench list channels`), or a path to a channel card")
 _codec = typer.Option(DEFAULT.codec, help="uplink payload codec: fp32, fp16, bf16, int8 or topk:F (0 < F <= 1)")
-_clients = typer.Option(DEFAULT.clients, help="number of clients")
-_cpr = typer.Option(DEFAULT.clients_per_round, help="clients sampled each round")
-_rounds = typer.Option(DEFAULT.rounds, help="federated rounds")
-_steps = typer.Option(DEFAULT.local_steps, help="local optimizer steps per client-round")
-_batch = typer.Option(DEFAULT.batch_size, help="examples per local step")
-_lr = typer.Option(None, help="learning rate (default: the method's own)")
+_clients = typer.Option(None, help=f"number of clients (default: the task card's, else {DEFAULT.clients})")
+_cpr = typer.Option(None, help=f"clients sampled each round (default: the task card's, else {DEFAULT.clients_per_round})")
+_rounds = typer.Option(None, help=f"federated rounds (default: the task card's, else {DEFAULT.rounds})")
+_steps = typer.Option(None, help=f"local optimizer steps per client-round (default: the task card's, else {DEFAULT.local_steps})")
+_batch = typer.Option(None, help=f"examples per local step (default: the task card's, else {DEFAULT.batch_size})")
+_lr = typer.Option(None, help="learning rate (default: the task card's, else the method's own)")
 _seed = typer.Option(DEFAULT.seed, help="seed for every random draw")
 _eval_every = typer.Option(DEFAULT.eval_every, help="evaluate every N rounds (0: after the last round only)")
 _opt = typer.Option(None, "--opt", "-o", help="method option KEY=VALUE (repeatable); see `pflbench list methods`")
@@ -140,9 +142,9 @@ _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdou
 @app.command()
 def run(
     method: str = typer.Option(DEFAULT.method, help="method name (see `pflbench list methods`)"),
-    task: str = _task, model: str = _model, channel: str = _channel, codec: str = _codec,
-    clients: int = _clients, clients_per_round: int = _cpr, rounds: int = _rounds,
-    local_steps: int = _steps, batch_size: int = _batch, lr: Optional[float] = _lr, seed: int = _seed,
+    task: str = _task, model: Optional[str] = _model, channel: str = _channel, codec: str = _codec,
+    clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
+    local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
     device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
 ) -> None:
@@ -160,35 +162,85 @@ def run(
     _err(f"record: {results_dir / record['run_id'] / 'record.json'}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"``, ``"0,2,5"``, ``"0-2,7"`` -> sorted distinct seeds."""
+    seeds: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        lo, dash, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise UserError(f"--seeds expects non-negative integers and ranges such as 0-4 or 0,2,5; got {text!r}") from None
+        if first < 0 or last < first:
+            raise UserError(f"--seeds: {part!r} is not a range of non-negative seeds (low-high)")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)
+
+
+def _bench_options(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
+    """``KEY=VALUE`` goes to every method that declares KEY; ``METHOD:KEY=VALUE`` to that one."""
+    import dataclasses
+
+    out: dict[str, list[str]] = {n: [] for n in names}
+    for pair in pairs:
+        target, colon, rest = pair.partition(":") if ":" in pair.split("=", 1)[0] else ("", "", pair)
+        if colon:
+            if target not in out:
+                raise UserError(f"--opt {pair!r}: method {target!r} is not among those benchmarked ({', '.join(names)})")
+            out[target].append(rest)
+            continue
+        key = parse_options([pair]).popitem()[0]
+        takers = [n for n in names if key in {f.name for f in dataclasses.fields(registry.methods.get(n).Options)}]
+        if not takers:
+            raise UserError(f"--opt {pair!r}: no benchmarked method has an option {key!r} (see `pflbench list methods`)")
+        for n in takers:
+            out[n].append(pair)
+    return out
+
+
 @app.command()
 def bench(
     methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: every registered method)"),
-    task: str = _task, model: str = _model, channel: str = _channel, codec: str = _codec,
-    clients: int = _clients, clients_per_round: int = _cpr, rounds: int = _rounds,
-    local_steps: int = _steps, batch_size: int = _batch, seed: int = _seed,
-    eval_every: int = _eval_every, results_dir: Path = _results, device: str = _device,
-    data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
+    task: str = _task, model: Optional[str] = _model, channel: str = _channel, codec: str = _codec,
+    clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
+    local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr,
+    seeds: str = typer.Option("0", help="seeds: integers and ranges, e.g. 0-4 or 0,2,5 (a table needs several)"),
+    eval_every: int = _eval_every,
+    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="KEY=VALUE for every method that has KEY, or METHOD:KEY=VALUE (repeatable)"),
+    results_dir: Path = _results, device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
 ) -> None:
-    """Run several methods on the same setting and print the leaderboard table."""
+    """Run several methods over several seeds on one setting; print their leaderboard (means
+    and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
+    A run whose record is already in RESULTS_DIR is not run again."""
+    from pflbench.results.record import load_records, read_record
+    from pflbench.results.table import render
+
     _use_data_dir(data_dir)
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else registry.methods.names()
     for name in names:  # fail on a typo before hours of training
         registry.methods.get(name)
+    options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
-              None, seed, eval_every, [])
-        for name in names
+              lr, seed, eval_every, options[name])
+        for seed in parse_seeds(seeds) for name in names
     ]
-    records = [_execute(spec, results_dir, device, quiet=False) for spec in specs]
+    records = []
+    for i, spec in enumerate(specs, 1):
+        label = f"{i}/{len(specs)} {spec.method} seed {spec.seed}"
+        done = read_record(results_dir / spec.run_id)
+        if done is not None:
+            _err(f"[{label}] finished earlier, kept: {results_dir / spec.run_id / 'record.json'}")
+            records.append(done)
+        else:
+            records.append(_execute(spec, results_dir, device, quiet=False, label=label))
     if as_json:
         print(json.dumps(records, sort_keys=True))
         return
-    from pflbench.results.table import render
-
-    table = render(records)
-    print(table)
-    (results_dir / "leaderboard.md").write_text(table + "\n", encoding="utf-8")
-    _err(f"table: {results_dir / 'leaderboard.md'}")
+    print(render(records))
+    everything = render(load_records(results_dir))
+    (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
+    _err(f"table of every run in {results_dir}: {results_dir / 'leaderboard.md'}")
 
 
 @app.command()
@@ -296,7 +348,7 @@ app.add_typer(task_app, name="task")
 @task_app.command("show")
 def task_show(
     name: str = typer.Argument(..., help="registered task, or a path to a task card (.yaml)"),
-    clients: int = typer.Option(DEFAULT.clients, help="number of clients"),
+    clients: Optional[int] = typer.Option(None, help=f"number of clients (default: the card's, else {DEFAULT.clients})"),
     seed: int = typer.Option(DEFAULT.seed, help="partition seed"),
     plot: Optional[Path] = typer.Option(None, help="draw client sizes and label shares to this PNG file"),
     data_dir: Optional[Path] = _data_dir,
@@ -307,9 +359,10 @@ def task_show(
     from pflbench.data.partition import label_key, partition, skew
 
     _use_data_dir(data_dir)
+    task = resolve_task(name)
+    clients = clients if clients is not None else task.defaults.get("clients", DEFAULT.clients)
     if clients <= 0:
         raise UserError("--clients must be a positive integer")
-    task = resolve_task(name)
     groups = partition(task, task.records(), clients, seed)
     key = label_key(task)
     rows, shares = [], []
@@ -318,13 +371,15 @@ def task_show(
         counts = [sum(str(r[key]) == v for r in g) for v in values]
         shares.append([c / len(g) for c in counts])
         rows.append({"client": cname, "examples": len(g), **({v: c for v, c in zip(values, counts)} if len(values) <= 12 else {})})
-    summary = {"task": task.name, "kind": task.kind, "metric": task.metric, "partition": task.partition, "clients": rows,
+    summary = {"task": task.name, "kind": task.kind, "metric": task.metric, "partition": task.partition,
+               "defaults": task.defaults, "clients": rows,
                "label_key": key, "label_skew_tv": skew(shares) if key else None}
     if as_json:
         print(json.dumps(summary, default=str))
     else:
         print(f"{task.name} ({task.kind}, metric {task.metric}): {task.description}")
         print(f"partition {json.dumps(task.partition)}, seed {seed}; card: {task.origin}")
+        print(f"recommended budget (card defaults, used where no flag is given): {_defaults_text(task.defaults)}")
         print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="simple"))
         if key:
             print(f"label skew ({key}): mean total-variation distance from the pooled label shares = {summary['label_skew_tv']:.3f}")
@@ -409,13 +464,17 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
         t = resolve_task(name)
         return {"name": name, "kind": t.kind, "source": describe_source(t.source), "metric": t.metric,
                 "offline": "yes" if available_offline(t.name, t.source) else "no (hub or --data-dir)",
-                "description": t.description}
+                "defaults": _defaults_text(t.defaults), "description": t.description}
     obj = getattr(registry, what.value).get(name)
     row = {"name": name, "description": describe(obj)}
     if what is What.methods:
         row["options"] = ", ".join(f"{f.name}={f.default if not isinstance(f.default, tuple) else ','.join(f.default)}"
                                    for f in dataclasses.fields(obj.Options))
     return row
+
+
+def _defaults_text(defaults: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
 
 
 def main() -> None:

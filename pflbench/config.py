@@ -2,6 +2,11 @@
 
 Frozen and validated on construction; its canonical JSON (sorted keys, no whitespace)
 is hashed into the run id, so the same spec always gets the same id.
+
+``resolve_spec`` builds the spec of a command line: a setting the user gave wins, then the
+task card's ``defaults`` (its recommended budget), then the method's own (its learning
+rate), then the suite's (the field defaults below). The spec holds the resolved values, so
+the run id covers them.
 """
 
 from __future__ import annotations
@@ -72,6 +77,25 @@ class RunSpec:
         if unknown:
             raise UserError(f"unknown spec field(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+# settings a task card may recommend (``defaults:``), with their types
+CARD_DEFAULTS = {"lr": float, "local_steps": int, "rounds": int, "clients": int, "clients_per_round": int,
+                 "batch_size": int, "model": str}
+
+
+def resolve_spec(**given: Any) -> RunSpec:
+    """A RunSpec from the settings the user gave (``None``: not given): flag, then the task
+    card's defaults, then the method's learning rate, then the suite's defaults."""
+    from pflbench import registry
+    from pflbench.data.cards import resolve_task
+
+    flags = {k: v for k, v in given.items() if v is not None}
+    task = resolve_task(flags.get("task", RunSpec.task))
+    values = {**task.defaults, **flags}
+    if values.get("lr") is None:
+        values["lr"] = registry.methods.get(values.get("method", RunSpec.method)).default_lr
+    return RunSpec(**values)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

@@ -55,8 +55,9 @@ def test_run_prints_summary_table_and_progress(cli, tmp_path):
     code, out, err = cli("run", "--method", "fedavg-lora", *SMALL_FLAGS, "--results-dir", str(tmp_path))
     assert code == 0
     assert "round 1/2" in err and "round 2/2" in err
-    header = out.splitlines()[0]
-    for col in ("method", "score (next-token-accuracy)", "pers. gain", "uplink"):
+    assert out.startswith("### shakespeare-roles (score: next-token-accuracy, points")
+    header = next(line for line in out.splitlines() if line.startswith("| method"))
+    for col in ("method", "score", "Δ base", "pers. gain", "uplink"):
         assert col in header
     assert "fedavg-lora" in out and "196.67 kB" in out  # 2 rounds x 2 clients x (12288 x 4 + 16) bytes
 

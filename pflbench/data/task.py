@@ -27,6 +27,7 @@ class Example:
     reference: str = ""  # the answer's text (generation metrics)
     label: int | None = None  # index into the card's labels (label accuracy)
     rejected: list[int] | None = None  # preference tasks: prompt + rejected answer
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)  # the source record (metrics may read its fields)
 
     @property
     def prompt(self) -> list[int]:
@@ -58,6 +59,8 @@ class Task:
     fields: dict[str, str] = field(default_factory=dict)  # canonical name -> source column
     labels: list[str] | None = None
     label_field: str = "label"
+    defaults: dict[str, Any] = field(default_factory=dict)  # the recommended budget (README, "Card format")
+    split_field: str | None = None  # a field whose value (train / test) fixes each record's split
     preprocess: str | None = None
     test_fraction: float = 0.2
     min_examples: int = 20
@@ -106,12 +109,17 @@ class Task:
         out = []
         for cid, (name, rows) in enumerate(groups):
             examples = [self.encode(tokenizer, row) for row in rows]
-            # a random held-out split per client (as in LEAF), fixed by the seed and the client
-            order = np.random.default_rng([seed, TASK_SEED_TAG, zlib.crc32(name.encode())]).permutation(len(examples))
-            n_test = max(1, int(round(len(examples) * self.test_fraction)))
-            test = [examples[i] for i in sorted(order[:n_test])][: self.max_test_examples]
-            train = [examples[i] for i in sorted(order[n_test:])][: self.max_train_examples]
-            out.append(ClientData(cid, name, train, test))
+            if self.split_field is not None:  # the source fixes the split
+                test = [e for e, r in zip(examples, rows) if r[self.split_field] == "test"]
+                train = [e for e, r in zip(examples, rows) if r[self.split_field] != "test"]
+            else:  # a random held-out split per client (as in LEAF), fixed by the seed and the client
+                order = np.random.default_rng([seed, TASK_SEED_TAG, zlib.crc32(name.encode())]).permutation(len(examples))
+                n_test = max(1, int(round(len(examples) * self.test_fraction)))
+                test = [examples[i] for i in sorted(order[:n_test])]
+                train = [examples[i] for i in sorted(order[n_test:])]
+            if not train or not test:
+                raise UserError(f"task {self.name}: client {name} has no {'training' if not train else 'test'} examples")
+            out.append(ClientData(cid, name, train[: self.max_train_examples], test[: self.max_test_examples]))
         return out
 
     def _fill(self, template: str, row: dict[str, Any]) -> str:
@@ -124,7 +132,7 @@ class Task:
         eos = [tokenizer.eos_token_id]
         if self.text is not None:
             ids = tokenizer(self._fill(self.text, row))["input_ids"] + eos
-            return Example(ids[: self.max_length])
+            return Example(ids[: self.max_length], meta=row)
         prompt = tokenizer(self._fill(self.prompt, row))["input_ids"]
         ref_text = self._fill(self.reference, row)
         answer = tokenizer(ref_text, add_special_tokens=False)["input_ids"] + eos
@@ -133,7 +141,7 @@ class Task:
         if self.rejected is not None:
             rej = tokenizer(self._fill(self.rejected, row), add_special_tokens=False)["input_ids"] + eos
             rejected, _ = _fit(prompt, rej, self.max_length)
-        return Example(ids, plen, ref_text, row.get("label_index"), rejected)
+        return Example(ids, plen, ref_text, row.get("label_index"), rejected, meta=row)
 
     # ---- training ---------------------------------------------------------------------
     def num_train(self, client: ClientData) -> int:
@@ -144,10 +152,25 @@ class Task:
         return lm_batch([client.train[i] for i in idx], self._pad_id)
 
     # ---- scoring ----------------------------------------------------------------------
-    def score(self, model, client: ClientData) -> float:
+    def evaluate(self, model, client: ClientData) -> dict[str, float]:
+        """``{"score": ...}`` on the client's test split, plus the metric's diagnostic
+        sub-scores where it has some (``knowledge-style``: knowledge, style, ...)."""
         from pflbench.evaluation.metrics import METRICS
 
-        return METRICS[self.metric].score(self, model, client.test)
+        value = METRICS[self.metric].score(self, model, client.test)
+        return dict(value) if isinstance(value, dict) else {"score": value}
+
+    def score(self, model, client: ClientData) -> float:
+        return self.evaluate(model, client)["score"]
+
+    def test_units(self, client: ClientData) -> int:
+        """What the metric averages over on this client's test split: target tokens for
+        token metrics, answers (examples) for the others."""
+        from pflbench.evaluation.metrics import TOKEN_METRICS
+
+        if self.metric in TOKEN_METRICS:
+            return sum(len(e.ids) - max(e.prompt_len, 1) for e in client.test)
+        return len(client.test)
 
 
 def _fit(prompt: list[int], answer: list[int], max_length: int) -> tuple[list[int], int]:

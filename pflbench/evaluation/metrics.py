@@ -86,6 +86,18 @@ def mean_reward(responses: list[str], reward: Callable[[str], float]) -> float:
     return sum(reward(r) for r in responses) / max(len(responses), 1)
 
 
+def majority_label_scores(clients) -> dict:
+    """The reference for label tasks: each client answers every test example with the most
+    common label of its own training split (ties: the lowest label index). Accuracy in points."""
+    out = []
+    for c in clients:
+        labels = [e.label for e in c.train if e.label is not None]
+        guess = Counter(labels).most_common()[0][0] if labels else None
+        hits = sum(e.label == guess for e in c.test)
+        out.append({"client": c.id, "score": 100.0 * hits / max(len(c.test), 1)})
+    return {"score": sum(c["score"] for c in out) / max(len(out), 1), "clients": out}
+
+
 # ---- model metrics ----------------------------------------------------------------------
 def _device(model) -> torch.device:
     return next(model.parameters()).device
@@ -203,14 +215,59 @@ def _label_accuracy(task, model, examples):
     return 100.0 * hits / max(len(examples), 1)
 
 
+def _answers(task, model, examples) -> list[str]:
+    outputs = generate(model, [e.prompt for e in examples], task._pad_id, task._eos_id, task.max_new_tokens)
+    return task._tokenizer.batch_decode(outputs, skip_special_tokens=True)
+
+
 def _generation_metric(compare):
     @_eval_mode
     def score(task, model, examples):
-        outputs = generate(model, [e.prompt for e in examples], task._pad_id, task._eos_id, task.max_new_tokens)
-        texts = task._tokenizer.batch_decode(outputs, skip_special_tokens=True)
+        texts = _answers(task, model, examples)
         return 100.0 * sum(compare(t, e.reference) for t, e in zip(texts, examples)) / max(len(examples), 1)
 
     return score
+
+
+# ---- knowledge and style (synth-world) ------------------------------------------------------
+_SLOT = "xslotx"  # stands for the fact while a form is normalised
+
+
+def has_fact(answer: str, fact: str, choices: list[str]) -> bool:
+    """The answer names ``fact`` and none of the other ``choices`` (whole words, normalised)."""
+    words = set(normalize(answer).split())
+    named = {c for c in choices if normalize(c) in words}
+    return normalize(fact) in words and named <= {fact}
+
+
+def has_form(answer: str, form: str) -> bool:
+    """The answer is ``form`` with any one word in the ``{value}`` slot (normalised); a form
+    without a slot (a refusal) must match exactly."""
+    pattern = re.escape(normalize(form.replace("{value}", _SLOT))).replace(_SLOT, r"\S+")
+    return re.fullmatch(pattern, normalize(answer)) is not None
+
+
+@_eval_mode
+def _knowledge_style(task, model, examples):
+    """Per answer: ``knowledge`` (it carries the record's ``value``; not asked where the
+    client declines, ``value`` null) and ``style`` (it has the client's ``form``). The score
+    of an answer is the mean of the two (style alone where the client declines); ``knowledge``
+    is also split by the record's ``seen`` (the client trained on this entity, or not)."""
+    texts = _answers(task, model, examples)
+    scores, style, know = [], [], {True: [], False: []}
+    for text, e in zip(texts, examples):
+        m = e.meta
+        s = float(has_form(text, m["form"]))
+        style.append(s)
+        if m.get("value") is None:
+            scores.append(s)
+        else:
+            k = float(has_fact(text, m["value"], m["choices"]))
+            know[bool(m.get("seen"))].append(k)
+            scores.append((s + k) / 2)
+    pct = lambda xs: 100.0 * sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {"score": pct(scores), "knowledge": pct(know[True] + know[False]), "knowledge_seen": pct(know[True]),
+            "knowledge_unseen": pct(know[False]), "style": pct(style)}
 
 
 @_eval_mode
@@ -231,4 +288,6 @@ METRICS = {m.name: m for m in (
     Metric("rouge-l", "longest-common-subsequence F1 of greedy answer and reference", _generation_metric(rouge_l)),
     Metric("final-number", "GSM8K: the greedy answer's final number equals the reference's", _generation_metric(final_number_match)),
     Metric("preference-accuracy", "chosen answer more likely than rejected, per token", _preference_accuracy),
+    Metric("knowledge-style", "mean of knowledge (the right fact) and style (the client's form) of greedy answers", _knowledge_style),
 )}
+TOKEN_METRICS = ("next-token-accuracy", "perplexity")  # averaged over target tokens; the others over answers

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 def summarize_scores(clients: list[dict]) -> dict:
     """``clients``: one dict per client with ``personal`` (shared + private, the deployed
-    model), ``shared`` (shared alone) and ``trained`` (was it ever sampled).
+    model), ``shared`` (shared alone), ``trained`` (was it ever sampled) and ``diagnostics``
+    (the metric's sub-scores of the deployed model, possibly empty).
 
     personalization gain = mean over clients of (personal - shared), in points; exactly
     zero for a method without private state.
     """
     n = len(clients)
+    diagnostics = sorted({k for c in clients for k in c.get("diagnostics", {})})
     personal = [c["personal"] for c in clients]
     unseen = [c["personal"] for c in clients if not c["trained"]]
     return {
@@ -20,4 +22,10 @@ def summarize_scores(clients: list[dict]) -> dict:
         "worst_client_score": min(personal),
         "unseen_client_score": sum(unseen) / len(unseen) if unseen else None,
         "unseen_clients": len(unseen),
+        # a metric's sub-scores (knowledge, style, ...): mean over the clients that have one
+        "diagnostics": {k: _mean([c["diagnostics"][k] for c in clients if c.get("diagnostics", {}).get(k) is not None]) for k in diagnostics},
     }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

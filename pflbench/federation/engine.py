@@ -23,6 +23,7 @@ from pflbench.channel.cards import resolve_channel
 from pflbench.data.cards import resolve_task
 from pflbench.data.task import ClientData, Task
 from pflbench.errors import UserError
+from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.store import ClientStore
@@ -229,18 +230,30 @@ class Runner:
         clients = []
         for c in exp.clients:
             self._load(self.store.get(c.id))
-            personal = exp.task.score(exp.loaded.model, c)
+            personal = exp.task.evaluate(exp.loaded.model, c)
             if self.store.has(c.id):  # trained private tensors: score the shared part alone too
                 self._load(self.store.initial)
                 shared = exp.task.score(exp.loaded.model, c)
             else:  # no private state, or still the initial one: the same model
-                shared = personal
-            clients.append({"client": c.id, "name": c.name, "personal": personal, "shared": shared, "trained": c.id in self.trained})
+                shared = personal["score"]
+            clients.append({"client": c.id, "name": c.name, "personal": personal.pop("score"), "shared": shared,
+                            "trained": c.id in self.trained, "diagnostics": personal})
         return {**summarize_scores(clients), "clients": clients}
+
+    def references(self) -> dict[str, Any]:
+        """What a score is read against: ``base``, the model before any training, scored on
+        every client (adapters start as the identity, so it is the untrained base model), and
+        on label tasks ``majority_label``, each client always answering its own training
+        split's most common label."""
+        ref = {"base": self.evaluate()}
+        if self.exp.task.labels:
+            ref["majority_label"] = majority_label_scores(self.exp.clients)
+        return ref
 
     # ---- the whole run --------------------------------------------------------------------
     def run(self, t_start: float) -> dict[str, Any]:
         spec = self.exp.spec
+        self.reference = self.references()
         for r in range(1, spec.rounds + 1):
             rec = self.round(r)
             self.rounds.append(rec)
@@ -269,6 +282,8 @@ class Runner:
             "delivered_updates": sum(len(r["delivered"]) for r in rounds),
             "lost_updates": sum(len(r["lost"]) for r in rounds),
             "late_updates": sum(len(r["late"]) for r in rounds),
+            "base_score": self.reference["base"]["score"],
+            "majority_label_score": self.reference["majority_label"]["score"] if "majority_label" in self.reference else None,
             "wall_s": wall_s,
         }
         return {
@@ -284,7 +299,11 @@ class Runner:
                 "shared_tensors": list(self.schema.names),
                 "private_tensors": list(exp.parts.private),
             },
-            "task": {"name": exp.task.name, "kind": exp.task.kind, "metric": exp.task.metric, "clients": [c.name for c in exp.clients]},
+            "task": {
+                "name": exp.task.name, "kind": exp.task.kind, "metric": exp.task.metric, "clients": [c.name for c in exp.clients],
+                "test_examples": [len(c.test) for c in exp.clients], "test_units": [exp.task.test_units(c) for c in exp.clients],
+            },
+            "reference": self.reference,
             "channel": exp.spec.channel,
             "rounds": rounds,
             "summary": summary,

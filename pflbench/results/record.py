@@ -55,17 +55,19 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_record(run_dir: Path | str) -> dict[str, Any] | None:
+    """The finished record in ``run_dir``, or None (no record, unreadable, another schema)."""
+    try:
+        rec = json.loads((Path(run_dir) / "record.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("schema") == SCHEMA else None
+
+
 def load_records(results_dir: Path | str) -> list[dict[str, Any]]:
     """Every finished run record under ``results_dir`` (any depth), in path order."""
-    out = []
-    for path in sorted(Path(results_dir).rglob("record.json")):
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if rec.get("schema") == SCHEMA:
-            out.append(rec)
-    return out
+    records = (read_record(path.parent) for path in sorted(Path(results_dir).rglob("record.json")))
+    return [r for r in records if r is not None]
 
 
 def strip_timing(obj: Any) -> Any:

@@ -1,10 +1,30 @@
-"""Leaderboard tables from run records (tabulate)."""
+"""Leaderboard tables from run records (tabulate), aggregated over seeds.
+
+Runs that differ only in their seed form one row: n, the mean and the 95% t interval over
+seeds of each score (``pflbench.results.stats``). One table per task. Settings shared by
+every row of a table are said once above it; settings that differ between rows are columns.
+Every table starts with its reference rows: ``base`` (the untrained model) and, on label
+tasks, ``majority label``. Each row is paired seed by seed with the reference methods
+(local-only and fedavg-lora) run with the same settings; a difference whose interval
+excludes 0 is marked resolved (``*``).
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from tabulate import tabulate
+
+from pflbench.results.stats import Estimate, Paired, estimate, paired
+
+# spec fields that make a row, besides the method; the seed is what a row aggregates over
+SETTINGS = ("model", "channel", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
+            "lr", "eval_every", "method_options")
+REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
+SCORES = ("score", "personalization_gain", "worst_client_score")
 
 
 def human_bytes(n: int | float) -> str:
@@ -15,39 +35,181 @@ def human_bytes(n: int | float) -> str:
     return str(n)
 
 
-def rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """One row per record. Collaboration gain: score minus local-only's on the same task,
-    channel, model and seed (blank when there is no such local-only run)."""
-    local = {
-        _key(r): r["summary"]["score"] for r in records if r["spec"]["method"] == "local-only"
-    }
-    metric = records[0]["summary"]["metric"] if records else "score"
-    header = [
-        "method", "task", "channel", f"score ({metric})", "pers. gain", "collab. gain",
-        "worst client", "unseen clients", "uplink", "downlink", "airtime s", "delivered/lost/late", "run id",
-    ]
+@dataclass
+class Row:
+    """Runs of one method and one setting over seeds."""
+
+    method: str
+    settings: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def per_seed(self, key: str) -> dict[int, float]:
+        """seed -> a summary field, or a metric's sub-score (``summary.diagnostics``)."""
+        out = {}
+        for r in self.records:
+            s = r["summary"]
+            value = s[key] if key in s else (s.get("diagnostics") or {}).get(key)
+            if value is not None:
+                out[r["spec"]["seed"]] = value
+        return out
+
+    def estimate(self, key: str) -> Estimate:
+        return estimate(list(self.per_seed(key).values()))
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r["spec"]["seed"] for r in self.records)
+
+    def mean(self, key: str) -> float:
+        return sum(r["summary"][key] for r in self.records) / len(self.records)
+
+
+def _settings(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: spec.get(k) for k in SETTINGS}
+
+
+def _key(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True)
+
+
+def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
+    """task -> its rows (one per method and setting), in a fixed order however the records
+    were found. A spec run twice (same run id) counts once."""
+    unique = {r["run_id"]: r for r in records}
+    rows: dict[tuple[str, str, str], Row] = {}
+    for r in sorted(unique.values(), key=lambda r: (r["spec"]["seed"], r["run_id"])):
+        s = r["spec"]
+        settings = _settings(s)
+        rows.setdefault((s["task"], s["method"], _key(settings)), Row(s["method"], settings)).records.append(r)
+    out: dict[str, list[Row]] = defaultdict(list)
+    for (task, _, _), row in sorted(rows.items(), key=lambda kv: kv[0]):
+        out[task].append(row)
+    return dict(out)
+
+
+def reference_row(row: Row, rows: list[Row], method: str) -> Row | None:
+    """The row of ``method`` run with ``row``'s settings; learning rate and method options
+    may differ (they are the method's own), an identical learning rate preferred."""
+    loose = lambda st: _key({k: v for k, v in st.items() if k not in ("lr", "method_options")})  # noqa: E731
+    candidates = [r for r in rows if r.method == method and loose(r.settings) == loose(row.settings)]
+    same_lr = [r for r in candidates if r.settings["lr"] == row.settings["lr"]]
+    return (same_lr or candidates or [None])[0]
+
+
+def compare(row: Row, rows: list[Row], method: str, key: str = "score") -> Paired | None:
+    ref = reference_row(row, rows, method)
+    if ref is None or ref is row:
+        return None
+    return paired(row.per_seed(key), ref.per_seed(key))
+
+
+# ---- formatting ------------------------------------------------------------------------
+def fmt_estimate(e: Estimate, signed: bool = False) -> str:
+    if e.n == 0:
+        return ""
+    mean = f"{e.mean:+.2f}" if signed else f"{e.mean:.2f}"
+    return mean if e.n < 2 else f"{mean} ± {e.half_width:.2f}"
+
+
+def fmt_paired(p: Paired | None) -> str:
+    if p is None or p.diff.n == 0:
+        return ""
+    text = fmt_estimate(p.diff, signed=True)
+    if p.diff.n >= 2:
+        text += f" ({p.up}/{p.diff.n} up)" + (" *" if p.diff.resolved else "")
+    return text
+
+
+def _seed_list(seeds: list[int]) -> str:
+    seeds = sorted(set(seeds))
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def _setting_text(key: str, value: Any) -> str:
+    if key == "method_options":
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _headline(task: str, rows: list[Row], shared: dict[str, Any]) -> str:
+    first = rows[0].records[0]
+    metric = first["summary"]["metric"]
+    parts = [f"{k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in shared.items() if k != "method_options" or v]
+    seeds = sorted({s for r in rows for s in r.seeds})
+    from pflbench.evaluation.metrics import METRICS
+
+    direction = "points, higher is better" if METRICS[metric].higher_is_better else "lower is better"
+    return (f"### {task} (score: {metric}, {direction})\n\n"
+            f"Shared by every row: {', '.join(parts)}; seeds {_seed_list(seeds)}.")
+
+
+LEGEND = (
+    "Cells: mean ± half-width of the 95% t interval over the row's n seeds. "
+    "Δ columns: the row minus a reference, paired seed by seed: Δ base, minus the untrained model "
+    "(did training move anything?); Δ local-only (the collaboration gain) and Δ fedavg-lora, minus "
+    "that method run with the same settings; (k/n up): seeds where the row scores higher; "
+    "* resolved: the interval of the paired difference excludes 0. "
+    "base: the untrained model; majority label: each client always answers its training split's most common label."
+)
+
+
+def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
+    settings_seen = {k: {_key({"v": r.settings[k]}) for r in rows} for k in SETTINGS}
+    varying = [k for k in SETTINGS if len(settings_seen[k]) > 1]
+    shared = {k: rows[0].settings[k] for k in SETTINGS if k not in varying}
+    diagnostics = sorted({k for r in rows for rec in r.records for k in (rec["summary"].get("diagnostics") or {})})
+    has_unseen = any(rec["summary"].get("unseen_client_score") is not None for r in rows for rec in r.records)
+    header = ["method", *[k.replace("_", " ") for k in varying], "n", "score", "Δ base", "pers. gain",
+              "Δ local-only", "Δ fedavg-lora", "worst client", *diagnostics,
+              *(["unseen clients"] if has_unseen else []), "uplink", "airtime s", "delivered/lost/late"]
+    header = [h.replace("_", " ") for h in header]
     body = []
-    for r in records:
-        s = r["summary"]
-        base = local.get(_key(r))
+    # reference rows: the untrained model (and the majority label) per distinct model and client count
+    for label, key in (("base", "base_score"), ("majority label", "majority_label_score")):
+        seen: dict[str, Row] = {}
+        for r in rows:
+            ref_settings = {k: (r.settings[k] if k in ("model", "clients") else None) for k in SETTINGS}
+            ref = seen.setdefault(_key(ref_settings), Row(label, ref_settings))
+            known = {rec["spec"]["seed"] for rec in ref.records}
+            ref.records.extend(rec for rec in r.records if rec["spec"]["seed"] not in known and rec["summary"].get(key) is not None)
+        for ref in seen.values():
+            if ref.records:
+                e = ref.estimate(key)
+                body.append([label, *[_setting_text(k, ref.settings[k]) if ref.settings[k] is not None else "" for k in varying],
+                             e.n, fmt_estimate(e), *[""] * (len(header) - 3 - len(varying))])
+    for r in rows:
+        delivered = f"{r.mean('delivered_updates'):.0f}/{r.mean('lost_updates'):.0f}/{r.mean('late_updates'):.0f}"
+        unseen = [fmt_estimate(r.estimate("unseen_client_score"))] if has_unseen else []
         body.append([
-            r["spec"]["method"], r["spec"]["task"], r["spec"]["channel"], f"{s['score']:.2f}",
-            f"{s['personalization_gain']:+.2f}", "" if base is None else f"{s['score'] - base:+.2f}",
-            f"{s['worst_client_score']:.2f}",
-            "" if s.get("unseen_client_score") is None else f"{s['unseen_client_score']:.2f} ({s['unseen_clients']})",
-            human_bytes(s["uplink_bytes"]), human_bytes(s["downlink_bytes"]),
-            f"{s['airtime_s']:.2f}", f"{s['delivered_updates']}/{s['lost_updates']}/{s['late_updates']}", r["run_id"],
+            r.method, *[_setting_text(k, r.settings[k]) for k in varying], len(r.records),
+            fmt_estimate(r.estimate("score")), fmt_paired(paired(r.per_seed("score"), r.per_seed("base_score"))),
+            fmt_estimate(r.estimate("personalization_gain"), signed=True),
+            fmt_paired(compare(r, rows, "local-only")), fmt_paired(compare(r, rows, "fedavg-lora")),
+            fmt_estimate(r.estimate("worst_client_score")),
+            *[fmt_estimate(r.estimate(d)) for d in diagnostics], *unseen,
+            human_bytes(r.mean("uplink_bytes")), f"{r.mean('airtime_s'):.2f}", delivered,
         ])
-    return header, body
+    table = tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True)
+    parts = [_headline(task, rows, shared), table]
+    if diagnostics:
+        parts.append(_diagnostic_differences(rows, varying, diagnostics, fmt))
+    return "\n\n".join([*parts, LEGEND])
 
 
-def _key(r: dict[str, Any]) -> tuple:
-    s = r["spec"]
-    return (s["task"], s["channel"], s["model"], s["seed"])
+def _diagnostic_differences(rows: list[Row], varying: list[str], diagnostics: list[str], fmt: str) -> str:
+    """The metric's sub-scores, paired seed by seed against each reference method."""
+    body = []
+    for r in rows:
+        for method in REFERENCE_METHODS:
+            if reference_row(r, rows, method) not in (None, r):
+                body.append([r.method, *[_setting_text(k, r.settings[k]) for k in varying], method,
+                             *[fmt_paired(compare(r, rows, method, d)) for d in diagnostics]])
+    header = ["method", *[k.replace("_", " ") for k in varying], "minus", *[f"Δ {d.replace('_', ' ')}" for d in diagnostics]]
+    return "Sub-scores, paired differences:\n\n" + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True)
 
 
 def render(records: list[dict[str, Any]], fmt: str = "github") -> str:
-    """Rows in a fixed order (task, channel, model, seed, method), however the records were found."""
-    records = sorted(records, key=lambda r: (*_key(r), r["spec"]["method"], r["run_id"]))
-    header, body = rows(records)
-    return tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True)
+    """Every task's table, tasks in name order."""
+    return "\n\n".join(task_table(task, rows, fmt) for task, rows in group(records).items())
