@@ -411,16 +411,37 @@ def _plot_task(name, groups, values, shares, path: Path) -> None:
     _save_figure(fig, name, path)
 
 
+reward_app = typer.Typer(help="Inspect reward models.", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("show")
+def reward_show(
+    name: str = typer.Argument(..., help="registered reward (see `pflbench list rewards`), or a Hugging Face id or path"),
+    as_json: bool = _json,
+) -> None:
+    """Load a reward model (training and caching it on first use) and print what it is, and
+    for a trained one its held-out preference accuracy."""
+    from pflbench.rewards import resolve_reward
+
+    info = resolve_reward(name, progress=_Progress(name, 0).build).info()
+    if as_json:
+        print(json.dumps(info, sort_keys=True))
+    else:
+        print(tabulate([[k, v] for k, v in info.items()], tablefmt="simple"))
+
+
 class What(str, Enum):
     methods = "methods"
     tasks = "tasks"
     channels = "channels"
     models = "models"
+    rewards = "rewards"
 
 
 @app.command("list")
 def list_(
-    what: What = typer.Argument(..., help="methods, tasks, channels or models"),
+    what: What = typer.Argument(..., help="methods, tasks, channels, models or rewards"),
     payload_bytes: Optional[int] = _payload, method: Optional[str] = _pmethod, model: str = _pmodel, codec: str = _pcodec,
     clients: int = typer.Option(8, help="channels: clients sharing a round"),
     as_json: bool = _json,
@@ -467,6 +488,12 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
                 "defaults": _defaults_text(t.defaults), "description": t.description}
     obj = getattr(registry, what.value).get(name)
     row = {"name": name, "description": describe(obj)}
+    if what is What.rewards:
+        from pflbench.rewards import TrainedReward
+
+        trained = isinstance(obj, type) and issubclass(obj, TrainedReward)
+        row = {"name": name, "kind": "trained" if trained else "rule", **({"backbone": obj.backbone} if trained else {"backbone": "-"}),
+               "description": describe(obj)}
     if what is What.methods:
         row["options"] = ", ".join(f"{f.name}={f.default if not isinstance(f.default, tuple) else ','.join(f.default)}"
                                    for f in dataclasses.fields(obj.Options))

@@ -1,7 +1,7 @@
-"""One registry type for everything that plugs in: methods, tasks, channels, models.
+"""One registry type for everything that plugs in: methods, tasks, channels, models, rewards.
 
 Entries come from Python entry-point groups (``pflbench.methods``, ``pflbench.tasks``,
-``pflbench.channels``, ``pflbench.models``), so a separately installed package adds a
+``pflbench.channels``, ``pflbench.models``, ``pflbench.rewards``), so a separately installed package adds a
 method without touching this repository. The suite's own components are registered the
 same way, in its ``pyproject.toml``.
 """
@@ -83,3 +83,4 @@ methods: Registry = Registry("method", "pflbench.methods")
 tasks: Registry = Registry("task", "pflbench.tasks", extra=_builtin_task_cards)
 channels: Registry = Registry("channel", "pflbench.channels", extra=_builtin_channel_cards)
 models: Registry = Registry("model", "pflbench.models")
+rewards: Registry = Registry("reward", "pflbench.rewards")

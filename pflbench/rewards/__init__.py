@@ -1,0 +1,159 @@
+"""Reward models: they score batches of (prompt, response) pairs, higher is better.
+
+Three kinds, all found by name through ``resolve_reward``:
+
+- **trained by the suite** (``TrainedReward``): a sequence-classification head on a registered
+  backbone (the tiny model by default), trained once with trl's RewardTrainer on preference
+  pairs (chosen, rejected) and cached as safetensors under
+  ``cache_dir()/rewards/NAME-BACKBONE-seedS``, with its held-out preference accuracy;
+- **a Hugging Face sequence-classification model** (``HFReward``), by hub id or local path,
+  for any name that is not registered;
+- **a Python callable** ``fn(prompts, responses) -> list[float]`` registered under the
+  ``pflbench.rewards`` entry-point group (rule-based rewards).
+
+The built-in ones (``pflbench list rewards``) are registered in the suite's ``pyproject.toml``
+exactly as a plugin's would be.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pflbench.errors import UserError
+
+EVAL_BATCH = 32
+
+
+class Reward:
+    """A loaded reward model."""
+
+    name: str = ""
+    kind: str = ""
+    description: str = ""
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "description": self.description}
+
+
+class RuleReward(Reward):
+    """A registered callable."""
+
+    kind = "rule"
+
+    def __init__(self, name: str, fn: Callable[[list[str], list[str]], list[float]]):
+        self.name, self.fn = name, fn
+        self.description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+
+    def score(self, prompts, responses):
+        return [float(x) for x in self.fn(prompts, responses)]
+
+
+class _ClassifierReward(Reward):
+    """A sequence-classification model with one output: the reward of prompt + response."""
+
+    model: Any
+    tokenizer: Any
+
+    def score(self, prompts, responses):
+        import torch
+
+        out: list[float] = []
+        texts = [p + r for p, r in zip(prompts, responses)]
+        self.model.eval()
+        with torch.no_grad():
+            for b in range(0, len(texts), EVAL_BATCH):
+                enc = self.tokenizer(texts[b : b + EVAL_BATCH], return_tensors="pt", padding=True, truncation=True, max_length=256)
+                out.extend(self.model(**enc.to(self.model.device)).logits[:, 0].float().tolist())
+        return out
+
+
+class TrainedReward(_ClassifierReward):
+    """A reward model the suite trains from preference pairs (subclasses say which)."""
+
+    kind = "trained"
+    backbone: ClassVar[str] = "tiny"
+    seed: ClassVar[int] = 0
+    steps: ClassVar[int] = 150
+    lr: ClassVar[float] = 1e-3
+
+    def pairs(self) -> list[dict[str, str]]:
+        """Preference pairs: ``prompt``, ``chosen``, ``rejected``."""
+        raise NotImplementedError
+
+    def __init__(self, name: str):
+        self.name = name
+        self.description = (type(self).__doc__ or "").strip().splitlines()[0]
+        self.model = self.tokenizer = None
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        from pflbench.models import cache_dir
+
+        return cache_dir() / "rewards" / f"{self.name}-{self.backbone}-seed{self.seed}"
+
+    def load(self, progress=None) -> "TrainedReward":
+        from pflbench.rewards.training import load_classifier, train_reward_model
+
+        if not (self.path / "pflbench.json").exists():
+            train_reward_model(self, progress)
+        self.model, self.tokenizer, self.meta = load_classifier(self.path)
+        return self
+
+    def info(self):
+        return {**super().info(), "backbone": self.backbone, "seed": self.seed, "cache": str(self.path), **self.meta}
+
+
+class HFReward(_ClassifierReward):
+    """Any Hugging Face sequence-classification reward model, by id or local path."""
+
+    kind = "huggingface"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.description = f"sequence-classification model {name}"
+
+    def load(self, progress=None) -> "HFReward":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from pflbench import registry
+
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        local_only = offline or Path(self.name).exists()
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.name, local_files_only=local_only)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=local_only)
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"cannot load reward model {self.name!r}: not a registered reward, a local model directory or a cached "
+                f"hub model{' (HF_HUB_OFFLINE is set)' if offline else ''}; registered: {', '.join(registry.rewards.names())} "
+                f"({type(exc).__name__})"
+            ) from None
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        return self
+
+
+def resolve_reward(name: str, progress=None) -> Reward:
+    """A registered reward (trained or rule), else a Hugging Face id or path; loaded, and
+    trained first where a trained one is not cached yet."""
+    from transformers.utils import logging as hf_logging
+
+    from pflbench import registry
+
+    hf_logging.disable_progress_bar()  # the CLI draws its own progress
+    if name in registry.rewards.names():
+        obj = registry.rewards.get(name)
+        if isinstance(obj, type) and issubclass(obj, TrainedReward):
+            return obj(name).load(progress)
+        if isinstance(obj, type) and issubclass(obj, Reward):
+            return obj().load(progress) if hasattr(obj, "load") else obj()
+        if callable(obj):
+            return RuleReward(name, obj)
+        raise UserError(f"reward {name!r} is registered as {type(obj).__name__}, not a Reward class or a callable")
+    return HFReward(name).load(progress)

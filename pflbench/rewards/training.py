@@ -1,0 +1,98 @@
+"""Training a reward model with trl's RewardTrainer, once, and reading it back from the cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HELD_OUT = 0.2  # share of the pairs kept out of training to measure preference accuracy
+
+
+def split_pairs(pairs: list[dict[str, str]], seed: int) -> tuple[list[dict], list[dict]]:
+    order = np.random.default_rng([seed, 0x5E3D]).permutation(len(pairs))
+    n_test = max(1, int(len(pairs) * HELD_OUT))
+    return [pairs[i] for i in order[n_test:]], [pairs[i] for i in order[:n_test]]
+
+
+def preference_accuracy(reward, pairs: list[dict[str, str]]) -> float:
+    """Share of pairs whose chosen response gets the higher reward, in points."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen = reward.score(prompts, [p["chosen"] for p in pairs])
+    rejected = reward.score(prompts, [p["rejected"] for p in pairs])
+    return 100.0 * float(np.mean([c > r for c, r in zip(chosen, rejected)]))
+
+
+def _backbone_path(name: str) -> Path:
+    from pflbench.models import load_model
+
+    loaded = load_model(name)
+    if loaded.source and Path(loaded.source).is_dir():
+        return Path(loaded.source)
+    raise ValueError(f"backbone {name!r} has no local weights directory")
+
+
+def train_reward_model(reward, progress=None) -> None:
+    """Train ``reward`` (a TrainedReward) on its pairs and write it to ``reward.path``."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers.utils import logging as hf_logging
+    from trl import RewardConfig, RewardTrainer
+
+    from pflbench.rewards import _ClassifierReward
+
+    hf_logging.set_verbosity_error()
+    train, test = split_pairs(reward.pairs(), reward.seed)
+    source = _backbone_path(reward.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    torch.manual_seed(reward.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    label = f"training reward model {reward.name} (first use only)"
+
+    class Report(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if progress:
+                progress(label, state.global_step, reward.steps)
+
+    target = reward.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        args = RewardConfig(
+            output_dir=str(tmp / "trainer"), max_steps=reward.steps, per_device_train_batch_size=16,
+            learning_rate=reward.lr, save_strategy="no", report_to=[], logging_strategy="no", max_length=128,
+            seed=reward.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+        )
+        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
+                                callbacks=[Report()])
+        trainer.train()
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        scorer = _ClassifierReward()
+        scorer.model, scorer.tokenizer = model, tokenizer
+        meta = {"held_out_pairs": len(test), "train_pairs": len(train), "steps": reward.steps,
+                "held_out_accuracy": preference_accuracy(scorer, test)}
+        (tmp / "pflbench.json").write_text(json.dumps(meta, indent=2))
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_classifier(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer, json.loads((path / "pflbench.json").read_text())
