@@ -181,6 +181,17 @@ def _fit(prompt: list[int], answer: list[int], max_length: int) -> tuple[list[in
     return prompt + answer, len(prompt)
 
 
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of prompts padded on the left, as generation wants them."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    return ids, mask
+
+
 def lm_batch(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded causal-LM batch; padding and prompt tokens are masked out of the loss."""
     width = max(len(e.ids) for e in examples)

@@ -145,17 +145,14 @@ def sequence_logprob(model, sequences: list[list[int]], starts: list[int], pad_i
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int) -> list[list[int]]:
     """Greedy continuations of left-padded prompt batches."""
+    from pflbench.data.task import left_padded
+
     out = []
     was_training = model.training
     model.eval()
     for b in range(0, len(prompts), EVAL_BATCH):
-        chunk = prompts[b : b + EVAL_BATCH]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(chunk):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
+        ids, mask = left_padded(prompts[b : b + EVAL_BATCH], pad_id)
+        width = ids.shape[1]
         gen = model.generate(
             input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model)), max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,

@@ -25,6 +25,8 @@ from typing import Callable, Iterator
 import torch
 from trl.trainer.utils import selective_log_softmax
 
+from pflbench.data.task import left_padded
+
 # (prompts, responses) -> one reward per response
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
@@ -51,16 +53,6 @@ class RLStats:
     kl: float  # mean KL to the reference, over steps
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    return ids, mask
-
-
 def _token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every position, with positions counted from each
     row's first real token (left padding), as generation counts them."""
@@ -73,7 +65,7 @@ def _token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 def sample(model, prompts: list[list[int]], cfg: RLConfig, pad_id: int, eos_id: int, seed: int):
     """``group_size`` sampled continuations of each prompt: (ids, attention mask, response
     mask over ``ids[:, 1:]``, response token lists)."""
-    ids, mask = _left_pad([p for p in prompts for _ in range(cfg.group_size)], pad_id)
+    ids, mask = left_padded([p for p in prompts for _ in range(cfg.group_size)], pad_id)
     ids, mask = ids.to(model.device), mask.to(model.device)
     was_training = model.training
     model.eval()
