@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	touch $(STAMP)
 
 # The demo leaderboard: every registered method on the flagship task and on shakespeare-roles,
-# 3 seeds each, at the cards' recommended budgets (about 10 minutes on 2 cores after set-up).
+# 3 seeds each, at the cards' recommended budgets (about 13 minutes on 2 cores after set-up).
 # Finished runs are kept, so a second `make demo` only prints the tables.
 demo: setup
 	$(BIN)/pflbench bench --task synth-world --seeds 0-2 --results-dir results/demo

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -85,8 +85,11 @@ class Update:
     delta: dict[str, torch.Tensor]
 
 
-def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int) -> float:
-    """``steps`` supervised steps of AdamW on ``params``; returns the mean loss."""
+def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
+              extra_loss: Callable[[], torch.Tensor] | None = None) -> float:
+    """``steps`` supervised steps of AdamW on ``params``; returns the mean task loss.
+    ``extra_loss`` (a proximal term, say) is added to each step's objective, not to the loss
+    reported."""
     if not params or steps <= 0:
         return float("nan")
     opt = torch.optim.AdamW(params, lr=ctx.lr, weight_decay=0.0)
@@ -96,7 +99,7 @@ def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int) -
         batch = next(batches)
         with ctx.compute():
             loss = ctx.model(**batch).loss
-            loss.backward()
+            (loss + extra_loss() if extra_loss is not None else loss).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         total += loss.item()

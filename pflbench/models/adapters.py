@@ -21,8 +21,9 @@ class LoraOptions:
 
 
 def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 16,
-             targets: tuple[str, ...] = ATTENTION_PROJECTIONS) -> list[str]:
-    """Inject a LoRA adapter named ``adapter`` into ``targets``; return its parameter names.
+             targets: tuple[str, ...] = ATTENTION_PROJECTIONS, layers: tuple[int, ...] | None = None) -> list[str]:
+    """Inject a LoRA adapter named ``adapter`` into ``targets`` (of the blocks numbered in
+    ``layers`` only, if given); return its parameter names.
 
     Several adapters may be injected into the same layers (PFTT's global and local LoRA);
     all of them stay active, their outputs add up.
@@ -30,7 +31,8 @@ def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 1
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.lora import LoraLayer
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none",
+                        layers_to_transform=list(layers) if layers is not None else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

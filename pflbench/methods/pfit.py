@@ -1,0 +1,70 @@
+"""PFIT, personalized federated instruction tuning (the paper's first method): its structure.
+
+- **shared**: LoRA on the attention projections of the last ``layers`` blocks only (default:
+  the last half), the paper's "sparse self-attention": fewer trained and uploaded parameters;
+  uploaded as deltas and averaged by sample count.
+- **private**: a local LoRA on the attention projections of every block (``private=lora``), kept
+  in the client store, never uploaded; ``private=none`` drops it.
+- **local update**: the task's objective on both parts, plus the proximal term
+  (mu / 2) * ||theta_shared - theta_global||^2 that keeps the client near the global model
+  (theta_global: the shared values the round started from).
+
+The paper trains with reinforcement learning on each client's mixture of reward models. The
+objective belongs to the task: on instruction, task and text cards this is the supervised
+step; the reward-task kind that selects the RL update (``pflbench.training.rl``) and the
+reward mixtures (``pflbench.rewards``) are not wired yet. See docs/methods/pfit.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pflbench.errors import UserError
+from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, sft_steps
+from pflbench.models.adapters import ATTENTION_PROJECTIONS, add_lora
+
+PRIVATE = ("lora", "none")
+
+
+class PFIT(Method):
+    name = "pfit"
+    description = "attention LoRA of the last blocks shared, a local LoRA private, proximal pull to the global model (paper's PFIT structure)"
+
+    @dataclass(frozen=True)
+    class Options:
+        layers: int = 0  # the last blocks whose attention LoRA is shared; 0: the last half
+        rank: int = 8
+        alpha: int = 16
+        mu: float = 0.01  # weight of the proximal term
+        private: str = "lora"  # lora | none
+        targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+
+        def __post_init__(self):
+            if self.private not in PRIVATE:
+                raise ValueError(f"private must be one of {', '.join(PRIVATE)}, got {self.private!r}")
+            if self.layers < 0 or self.rank <= 0 or self.mu < 0:
+                raise ValueError("layers must be >= 0, rank positive and mu >= 0")
+
+    def shared_layers(self, model) -> tuple[int, ...]:
+        n = model.config.num_hidden_layers
+        k = self.options.layers or max(1, n // 2)
+        if k > n:
+            raise UserError(f"pfit: layers={k}, but the model has {n} blocks")
+        return tuple(range(n - k, n))
+
+    def prepare(self, model) -> Parts:
+        o = self.options
+        shared = add_lora(model, "global", o.rank, o.alpha, o.targets, layers=self.shared_layers(model))
+        private = add_lora(model, "local", o.rank, o.alpha, o.targets) if o.private == "lora" else []
+        return Parts(shared=shared, private=private)
+
+    def local_update(self, ctx: LocalContext) -> LocalResult:
+        shared = ctx.parameters(ctx.parts.shared)
+        anchor = [p.detach().clone() for p in shared]  # the engine loaded the global values before this call
+        mu = self.options.mu
+
+        def proximal():
+            return (mu / 2) * sum(((p - a) ** 2).sum() for p, a in zip(shared, anchor))
+
+        loss = sft_steps(ctx, ctx.parameters(), ctx.steps, extra_loss=proximal if mu > 0 else None)
+        return LocalResult(num_samples=ctx.task.num_train(ctx.client), train_loss=loss)
