@@ -492,7 +492,7 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
         from pflbench.rewards import TrainedReward
 
         trained = isinstance(obj, type) and issubclass(obj, TrainedReward)
-        row = {"name": name, "kind": "trained" if trained else "rule", **({"backbone": obj.backbone} if trained else {"backbone": "-"}),
+        row = {"name": name, "kind": "trained" if trained else "rule", "backbone": obj.backbone if trained else "-",
                "description": describe(obj)}
     if what is What.methods:
         row["options"] = ", ".join(f"{f.name}={f.default if not isinstance(f.default, tuple) else ','.join(f.default)}"

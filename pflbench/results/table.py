@@ -24,7 +24,6 @@ from pflbench.results.stats import Estimate, Paired, estimate, paired
 SETTINGS = ("model", "channel", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
             "lr", "eval_every", "method_options")
 REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
-SCORES = ("score", "personalization_gain", "worst_client_score")
 
 
 def human_bytes(n: int | float) -> str:
@@ -161,7 +160,7 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     shared = {k: rows[0].settings[k] for k in SETTINGS if k not in varying}
     diagnostics = sorted({k for r in rows for rec in r.records for k in (rec["summary"].get("diagnostics") or {})})
     has_unseen = any(rec["summary"].get("unseen_client_score") is not None for r in rows for rec in r.records)
-    header = ["method", *[k.replace("_", " ") for k in varying], "n", "score", "Δ base", "pers. gain",
+    header = ["method", *varying, "n", "score", "Δ base", "pers. gain",
               "Δ local-only", "Δ fedavg-lora", "worst client", *diagnostics,
               *(["unseen clients"] if has_unseen else []), "uplink", "airtime s", "delivered/lost/late"]
     header = [h.replace("_", " ") for h in header]
