@@ -81,8 +81,9 @@ class _Progress:
         from pflbench.results.table import human_bytes
 
         loss = "-" if rec["train_loss"] is None else f"{rec['train_loss']:.3f}"
+        reward = f"  reward {rec['train_reward']:.1f}" if rec.get("train_reward") is not None else ""
         line = (
-            f"[{self.label}] round {rec['round']}/{self.rounds}  loss {loss}  "
+            f"[{self.label}] round {rec['round']}/{self.rounds}  loss {loss}{reward}  "
             f"uplink {human_bytes(rec['uplink_bytes'])}  delivered {len(rec['delivered'])}/{len(rec['links'])}"
         )
         if rec["eval"] is not None:
@@ -370,7 +371,10 @@ def task_show(
     for cname, g in groups:
         counts = [sum(str(r[key]) == v for r in g) for v in values]
         shares.append([c / len(g) for c in counts])
-        rows.append({"client": cname, "examples": len(g), **({v: c for v, c in zip(values, counts)} if len(values) <= 12 else {})})
+        row = {"client": cname, "examples": len(g), **({v: c for v, c in zip(values, counts)} if len(values) <= 12 else {})}
+        if task.kind == "reward":  # each client's mixture over the card's reward models
+            row.update({f"w_{role}": round(w, 3) for role, w in task.client_weights(cname, g, seed).items()})
+        rows.append(row)
     summary = {"task": task.name, "kind": task.kind, "metric": task.metric, "partition": task.partition,
                "defaults": task.defaults, "clients": rows,
                "label_key": key, "label_skew_tv": skew(shares) if key else None}
@@ -380,6 +384,8 @@ def task_show(
         print(f"{task.name} ({task.kind}, metric {task.metric}): {task.description}")
         print(f"partition {json.dumps(task.partition)}, seed {seed}; card: {task.origin}")
         print(f"recommended budget (card defaults, used where no flag is given): {_defaults_text(task.defaults)}")
+        if task.kind == "reward":
+            print(f"reward models: {_defaults_text(task.rewards)}; each client's weights w_ROLE: mixture {json.dumps(task.mixture)}")
         print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="simple"))
         if key:
             print(f"label skew ({key}): mean total-variation distance from the pooled label shares = {summary['label_skew_tv']:.3f}")

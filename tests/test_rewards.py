@@ -6,7 +6,8 @@ import json
 import pytest
 
 from pflbench.rewards import resolve_reward
-from pflbench.rewards.synthetic import REFUSALS, SENSITIVE_HOW, benign_prompt, sensitive_prompt
+from pflbench.data.generators import ALIGN_COMPLY as SENSITIVE_HOW, ALIGN_REFUSALS as REFUSALS
+from pflbench.rewards.synthetic import benign_prompt, sensitive_prompt
 from pflbench.rewards.training import preference_accuracy, split_pairs
 
 
@@ -27,7 +28,7 @@ def test_synthetic_reward_models_reach_90_percent_held_out(trained, name):
 def test_a_cached_reload_scores_identically(trained):
     again = resolve_reward("helpful-synth")  # read back from the cache, not retrained
     prompts = [benign_prompt("rivers"), sensitive_prompt("poisons")]
-    responses = [" Rivers grow in the north.", " I cannot help with that."]
+    responses = [" They grow in the north.", " I cannot help with that."]
     assert again.score(prompts, responses) == trained["helpful-synth"].score(prompts, responses)
 
 

@@ -16,11 +16,13 @@ from pflbench.errors import UserError
 from pflbench.registry import Entry
 from pflbench.yamlcards import packaged_cards, read_card
 
-KINDS = ("instruction", "task", "preference")
+KINDS = ("instruction", "task", "preference", "reward")
 REQUIRED = ("name", "kind", "description", "source", "metric", "partition")
 OPTIONAL = ("text", "prompt", "reference", "rejected", "fields", "labels", "label_field", "split_field", "preprocess",
-            "defaults", "test_fraction", "min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
-INTS = ("min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens")
+            "defaults", "test_fraction", "min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens",
+            "rewards", "mixture", "conflict_field", "temperature", "group_size")
+INTS = ("min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens", "group_size")
+REWARD_ONLY = ("rewards", "mixture", "conflict_field", "temperature", "group_size")
 
 
 def parse_card(data: Any, where: str, origin: str = "") -> Task:
@@ -48,8 +50,16 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
         normalize(data["partition"])
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
+    if data["kind"] == "reward":
+        _check_reward_card(data, where)
+    else:
+        stray = [k for k in REWARD_ONLY if k in data]
+        if stray:
+            raise UserError(f"{where}: {', '.join(stray)} belong to cards of kind reward")
+        if data["metric"] == "mixture-reward":
+            raise UserError(f"{where}: metric mixture-reward is for cards of kind reward")
     has_text = data.get("text") is not None
-    has_pair = data.get("prompt") is not None and data.get("reference") is not None
+    has_pair = data.get("prompt") is not None and (data.get("reference") is not None or data["kind"] == "reward")
     if has_text == has_pair:
         raise UserError(f"{where}: give either text (plain language modelling) or prompt and reference (instructions)")
     if data["metric"] == "label-accuracy" and not data.get("labels"):
@@ -68,11 +78,36 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
         options["defaults"] = _card_defaults(options["defaults"], where)
     if "labels" in options:
         options["labels"] = [str(label) for label in options["labels"]]
+    if "temperature" in options:
+        options["temperature"] = float(options["temperature"])
     task = Task(name=str(data["name"]), kind=data["kind"], description=" ".join(str(data["description"]).split()),
                 metric=data["metric"], source=data["source"], partition=data["partition"], origin=origin, **options)
     if not 0 < task.test_fraction < 1:
         raise UserError(f"{where}: test_fraction must be between 0 and 1")
     return task
+
+
+def _check_reward_card(data: dict[str, Any], where: str) -> None:
+    """A reward card: its prompts, its reward models by role, each client's mixture."""
+    from pflbench.rewards.mixture import check_mixture
+
+    if data["metric"] != "mixture-reward":
+        raise UserError(f"{where}: a card of kind reward is scored by metric mixture-reward, got {data['metric']!r}")
+    if data.get("prompt") is None or data.get("text") is not None:
+        raise UserError(f"{where}: a reward card gives prompt (and optionally reference, for diagnostics), not text")
+    rewards = data.get("rewards")
+    if not isinstance(rewards, dict) or not rewards or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in rewards.items()):
+        raise UserError(f"{where}: rewards must map each role to a reward model, e.g. {{helpful: helpful-synth, harmless: harmless-synth}}")
+    if "mixture" not in data:
+        raise UserError(f"{where}: a reward card needs mixture: {{beta: {{a: .., b: ..}}}}, {{dirichlet: {{alpha: ..}}}} or {{field: NAME}}")
+    data["mixture"] = check_mixture(data["mixture"], list(rewards), where)
+    t = data.get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise UserError(f"{where}: temperature must be a positive number, got {t!r}")
+    if data.get("group_size", 4) == 1:
+        raise UserError(f"{where}: group_size must be at least 2: advantages are relative to the group")
+    if data.get("conflict_field") is not None and not isinstance(data["conflict_field"], str):
+        raise UserError(f"{where}: conflict_field must name a field of the data")
 
 
 def _card_defaults(data: Any, where: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Where a card's records come from: ``source`` is one of
 
-- ``{hf: ID, config: NAME, split: SPLIT}``: a Hugging Face dataset. Offline, a local copy is
+- ``{hf: ID, config: NAME, data_dir: DIR, split: SPLIT}``: a Hugging Face dataset (config and
+  data_dir optional). Offline, a local copy is
   used instead: ``DATA_DIR/NAME.{jsonl,json,csv,parquet}`` with NAME the card's name and rows
   in the dataset's own schema (``--data-dir`` or ``PFLBENCH_DATA_DIR``).
 - ``{file: PATH}``: a local jsonl / json / csv / parquet file (relative to the card).
@@ -89,7 +90,8 @@ def load_hub(card_name: str, source: dict[str, Any]) -> list[dict[str, Any]]:
 
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(source["hf"], source.get("config"), split=source.get("split", "train"))
+        ds = datasets.load_dataset(source["hf"], source.get("config"), data_dir=source.get("data_dir"),
+                                   split=source.get("split", "train"))
     except Exception:
         raise UserError(hint) from None
     return list(ds)

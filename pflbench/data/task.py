@@ -40,6 +40,7 @@ class ClientData:
     name: str  # e.g. "tempest/PROSPERO"
     train: list[Example]
     test: list[Example]
+    weights: dict[str, float] | None = None  # reward tasks: the client's mixture over the card's reward roles
 
 
 @dataclass
@@ -68,10 +69,18 @@ class Task:
     max_test_examples: int = 50
     max_length: int = 64
     max_new_tokens: int = 24
+    # reward tasks (kind reward): reward models by role, each client's mixture over them,
+    # which records conflict (refusal rate), and the sampling of the RL update
+    rewards: dict[str, str] = field(default_factory=dict)
+    mixture: dict[str, Any] = field(default_factory=dict)
+    conflict_field: str | None = None
+    temperature: float = 1.0
+    group_size: int = 4
     origin: str = ""  # the card file
     _pad_id: int = field(default=0, repr=False)
     _eos_id: int = field(default=0, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
+    _mixture: Any = field(default=None, repr=False)
 
     # ---- records ----------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -119,8 +128,37 @@ class Task:
                 train = [examples[i] for i in sorted(order[n_test:])]
             if not train or not test:
                 raise UserError(f"task {self.name}: client {name} has no {'training' if not train else 'test'} examples")
-            out.append(ClientData(cid, name, train[: self.max_train_examples], test[: self.max_test_examples]))
+            weights = self.client_weights(name, rows, seed) if self.kind == "reward" else None
+            out.append(ClientData(cid, name, train[: self.max_train_examples], test[: self.max_test_examples], weights))
         return out
+
+    # ---- reward tasks ------------------------------------------------------------------
+    def client_weights(self, name: str, rows: list[dict[str, Any]], seed: int) -> dict[str, float]:
+        from pflbench.rewards.mixture import client_weights
+
+        return client_weights(self.mixture, list(self.rewards), name, rows, seed)
+
+    def load_rewards(self, progress=None, device=None):
+        """The card's reward models (``pflbench.rewards.mixture.Mixture``), loaded once (and
+        trained first where one is not cached yet)."""
+        if self._mixture is None:
+            from pflbench.rewards import resolve_reward
+            from pflbench.rewards.mixture import Mixture
+
+            self._mixture = Mixture({role: resolve_reward(name, progress) for role, name in self.rewards.items()})
+        if device is not None:
+            for r in self._mixture.rewards.values():
+                if getattr(r, "model", None) is not None:
+                    r.model.to(device)
+        return self._mixture
+
+    def prompt_text(self, example: Example) -> str:
+        """The prompt as the reward models read it."""
+        return self._fill(self.prompt, example.meta)
+
+    def train_prompts(self, client: ClientData, batch_size: int, generator: torch.Generator) -> list[Example]:
+        idx = torch.randint(0, len(client.train), (batch_size,), generator=generator).tolist()
+        return [client.train[i] for i in idx]
 
     def _fill(self, template: str, row: dict[str, Any]) -> str:
         try:
@@ -134,6 +172,9 @@ class Task:
             ids = tokenizer(self._fill(self.text, row))["input_ids"] + eos
             return Example(ids[: self.max_length], meta=row)
         prompt = tokenizer(self._fill(self.prompt, row))["input_ids"]
+        if self.kind == "reward":  # a prompt to answer; the reference, if any, only for diagnostics
+            ref_text = self._fill(self.reference, row) if self.reference and _has_fields(self.reference, row) else ""
+            return Example(prompt[-self.max_length :], len(prompt[-self.max_length :]), ref_text, meta=row)
         ref_text = self._fill(self.reference, row)
         answer = tokenizer(ref_text, add_special_tokens=False)["input_ids"] + eos
         ids, plen = _fit(prompt, answer, self.max_length)
@@ -148,8 +189,7 @@ class Task:
         return len(client.train)
 
     def train_batch(self, client: ClientData, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, len(client.train), (batch_size,), generator=generator).tolist()
-        return lm_batch([client.train[i] for i in idx], self._pad_id)
+        return lm_batch(self.train_prompts(client, batch_size, generator), self._pad_id)
 
     # ---- scoring ----------------------------------------------------------------------
     def evaluate(self, model, client: ClientData) -> dict[str, float]:
@@ -157,7 +197,8 @@ class Task:
         sub-scores where it has some (``knowledge-style``: knowledge, style, ...)."""
         from pflbench.evaluation.metrics import METRICS
 
-        value = METRICS[self.metric].score(self, model, client.test)
+        metric = METRICS[self.metric]
+        value = metric.score(self, model, client) if metric.per_client else metric.score(self, model, client.test)
         return dict(value) if isinstance(value, dict) else {"score": value}
 
     def score(self, model, client: ClientData) -> float:
@@ -171,6 +212,13 @@ class Task:
         if self.metric in TOKEN_METRICS:
             return sum(len(e.ids) - max(e.prompt_len, 1) for e in client.test)
         return len(client.test)
+
+
+def _has_fields(template: str, row: dict[str, Any]) -> bool:
+    """Every field the template names is in ``row`` and not null."""
+    import string
+
+    return all(row.get(f) is not None for _, f, _, _ in string.Formatter().parse(template) if f)
 
 
 def _fit(prompt: list[int], answer: list[int], max_length: int) -> tuple[list[int], int]:

@@ -81,11 +81,6 @@ def final_number_match(prediction: str, reference: str) -> float:
     return float(ref is not None and final_number(prediction) == ref)
 
 
-def mean_reward(responses: list[str], reward: Callable[[str], float]) -> float:
-    """Mean of a reward function over responses (PFIT's reward models plug in here)."""
-    return sum(reward(r) for r in responses) / max(len(responses), 1)
-
-
 def majority_label_scores(clients) -> dict:
     """The reference for label tasks: each client answers every test example with the most
     common label of its own training split (ties: the lowest label index). Accuracy in points."""
@@ -167,8 +162,9 @@ def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_
 class Metric:
     name: str
     description: str
-    score: Callable  # (task, model, examples) -> float
+    score: Callable  # (task, model, examples) -> float, or (task, model, client) with per_client
     higher_is_better: bool = True
+    per_client: bool = False  # scored against the client itself (its reward mixture), not its examples alone
 
 
 def _eval_mode(fn):
@@ -276,6 +272,44 @@ def _preference_accuracy(task, model, examples):
     return 100.0 * sum(c > r for c, r in zip(chosen, rejected)) / max(len(examples), 1)
 
 
+# ---- reward tasks --------------------------------------------------------------------------
+def is_refusal(answer: str) -> bool:
+    from pflbench.rewards.rules import refusal
+
+    return refusal([""], [answer])[0] > 0
+
+
+@_eval_mode
+def _mixture_reward(task, model, client):
+    """The client's own mixture reward of its greedy answers to its held-out prompts, in
+    points (``pflbench.rewards.mixture``); each reward model's own points as a sub-score under
+    its role; ``refusal_conflict``, the share of conflicting prompts (the card's
+    ``conflict_field``) answered with a refusal; ``knowledge``, the share of answers that
+    contain their record's reference answer, where it has one (split by the record's ``seen``
+    when it has one: the client trained on that prompt, or not)."""
+    from pflbench.rewards.mixture import Mixture
+
+    examples = client.test
+    texts = _answers(task, model, examples)
+    points = task.load_rewards().points([task.prompt_text(e) for e in examples], texts)
+    mixed = Mixture.combine(points, client.weights)
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    out = {"score": mean(mixed), **{role: mean(v) for role, v in points.items()}}
+    if task.conflict_field:
+        conflict = [is_refusal(t) for t, e in zip(texts, examples) if e.meta.get(task.conflict_field)]
+        out["refusal_conflict"] = 100.0 * mean(conflict) if conflict else None
+    know = {True: [], False: []}
+    for t, e in zip(texts, examples):
+        if e.reference:
+            know[bool(e.meta.get("seen", True))].append(float(normalize(e.reference) in normalize(t)))
+    if know[True] or know[False]:
+        out["knowledge"] = 100.0 * mean(know[True] + know[False])
+        if "seen" in examples[0].meta:
+            out["knowledge_seen"] = 100.0 * mean(know[True]) if know[True] else None
+            out["knowledge_unseen"] = 100.0 * mean(know[False]) if know[False] else None
+    return out
+
+
 METRICS = {m.name: m for m in (
     Metric("next-token-accuracy", "share of answer tokens predicted top-1", _next_token_accuracy),
     Metric("perplexity", "exp of the mean answer-token NLL (lower is better)", _perplexity, higher_is_better=False),
@@ -286,5 +320,7 @@ METRICS = {m.name: m for m in (
     Metric("final-number", "GSM8K: the greedy answer's final number equals the reference's", _generation_metric(final_number_match)),
     Metric("preference-accuracy", "chosen answer more likely than rejected, per token", _preference_accuracy),
     Metric("knowledge-style", "mean of knowledge (the right fact) and style (the client's form) of greedy answers", _knowledge_style),
+    Metric("mixture-reward", "the client's own mixture of the card's reward models on its greedy answers (reward cards)",
+           _mixture_reward, per_client=True),
 )}
 TOKEN_METRICS = ("next-token-accuracy", "perplexity")  # averaged over target tokens; the others over answers

@@ -74,6 +74,8 @@ def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None
     loaded = load_model(spec.model, progress)
     dev = _device(device)
     clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
+    if task.kind == "reward":
+        task.load_rewards(progress, dev)
     torch.manual_seed(int(np.random.SeedSequence([spec.seed, INIT_TAG]).generate_state(1)[0]))
     parts = method.prepare(loaded.model)
     _check_parts(parts, loaded.model, spec.method)
@@ -164,7 +166,7 @@ class Runner:
         downlink = len(self.downlink_codec.encode(self.global_shared, self.schema)) * len(sampled) if len(self.schema) else 0
         lr = spec.lr if spec.lr is not None else exp.method.default_lr
         payloads: list[bytes] = []
-        weights, losses, compute_s = [], [], 0.0
+        weights, losses, rewards, compute_s = [], [], [], 0.0
         for c in sampled:
             self._load(self.global_shared)
             self._load(self.store.get(c))
@@ -185,6 +187,7 @@ class Runner:
             self.trained.add(c)
             weights.append(result.num_samples)
             losses.append(result.train_loss)
+            rewards.append(sum(ctx.rewards) / len(ctx.rewards) if ctx.rewards else float("nan"))
         train_s = time.perf_counter() - t0
 
         # only clients that produced a payload transmit (local-only sends nothing)
@@ -206,6 +209,7 @@ class Runner:
             "lost": [o.client for o in outcomes if o.status == LOST],
             "late": [o.client for o in outcomes if o.status == LATE],
             "train_loss": _weighted_mean(losses, weights),
+            "train_reward": _weighted_mean(rewards, weights),  # reward tasks: mean reward of the sampled responses
             "uplink_bytes": sum(len(p) for p in payloads),
             "downlink_bytes": downlink,
             "airtime_s": sum(o.airtime_s for o in outcomes),
@@ -302,6 +306,7 @@ class Runner:
             "task": {
                 "name": exp.task.name, "kind": exp.task.kind, "metric": exp.task.metric, "clients": [c.name for c in exp.clients],
                 "test_examples": [len(c.test) for c in exp.clients], "test_units": [exp.task.test_units(c) for c in exp.clients],
+                **({"rewards": exp.task.rewards, "weights": [c.weights for c in exp.clients]} if exp.task.kind == "reward" else {}),
             },
             "reference": self.reference,
             "channel": exp.spec.channel,

@@ -2,8 +2,9 @@
 
 - ``prepare(model) -> Parts``: attach adapters and name the shared parameters (uploaded
   and aggregated) and the private ones (kept on the client, never uploaded).
-- ``local_update(ctx) -> LocalResult``: train on one client. Default: supervised
-  language-modelling steps with AdamW on the shared and private parameters.
+- ``local_update(ctx) -> LocalResult``: train on one client. Default: ``train_steps``, the
+  task's objective (supervised language-modelling steps, or the reinforcement-learning update
+  on reward cards) with AdamW on the shared and private parameters.
 - ``aggregate(shared, updates) -> shared``: default FedAvg of the delivered deltas,
   weighted by each client's number of training samples.
 
@@ -47,6 +48,7 @@ class LocalContext:
     generator: torch.Generator  # seeded by (seed, round, client)
     device: torch.device = torch.device("cpu")
     compute_s: float = 0.0  # filled by ``compute()``: time in forward/backward/optimizer
+    rewards: list[float] = field(default_factory=list)  # reward tasks: mean sampled reward of each RL update
 
     def parameters(self, names: list[str] | None = None) -> list[torch.nn.Parameter]:
         """The trainable parameters (shared + private), or the named subset."""
@@ -106,6 +108,42 @@ def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
     return total / steps
 
 
+def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
+              extra_loss: Callable[[], torch.Tensor] | None = None, **settings: Any) -> float:
+    """``steps`` GRPO steps (``pflbench.training.rl``) on a reward task: prompts from the
+    client's training split, rewards from its own mixture of the card's reward models. The
+    card sets group size, temperature and response length; ``settings`` (RLConfig fields; None:
+    the card's, else the suite's) override them. Returns the mean RL loss; the mean sampled reward goes
+    to ``ctx.rewards``."""
+    from pflbench.training.rl import RLConfig, rl_steps
+
+    if not params or steps <= 0:
+        return float("nan")
+    task = ctx.task
+    card = {"group_size": task.group_size, "temperature": task.temperature, "max_new_tokens": task.max_new_tokens}
+    cfg = RLConfig(**{**card, **{k: v for k, v in settings.items() if v is not None}})
+    reward = task.load_rewards().reward_fn(ctx.client.weights)
+
+    def prompts():
+        while True:
+            yield [e.ids for e in task.train_prompts(ctx.client, ctx.batch_size, ctx.generator)]
+
+    ctx.model.train()
+    stats = rl_steps(ctx.model, task._tokenizer, params, prompts(), reward, steps, ctx.lr, cfg, ctx.generator,
+                     extra_loss=extra_loss, compute=ctx.compute)
+    ctx.rewards.append(stats.reward)
+    return stats.loss
+
+
+def train_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
+                extra_loss: Callable[[], torch.Tensor] | None = None, **rl_settings: Any) -> float:
+    """The task's objective: ``sft_steps`` on instruction, task and text cards, ``rl_update``
+    on reward cards (``rl_settings`` go to it). So every method runs on every kind of task."""
+    if ctx.task.kind == "reward":
+        return rl_update(ctx, params, steps, extra_loss, **rl_settings)
+    return sft_steps(ctx, params, steps, extra_loss)
+
+
 class Method:
     """Base class of every method. Subclasses set ``name``, ``description`` and implement
     ``prepare``; ``local_update`` and ``aggregate`` have FedAvg defaults."""
@@ -125,7 +163,7 @@ class Method:
         raise NotImplementedError
 
     def local_update(self, ctx: LocalContext) -> LocalResult:
-        loss = sft_steps(ctx, ctx.parameters(), ctx.steps)
+        loss = train_steps(ctx, ctx.parameters(), ctx.steps)
         return LocalResult(num_samples=ctx.task.num_train(ctx.client), train_loss=loss)
 
     def aggregate(self, shared: dict[str, torch.Tensor], updates: list[Update]) -> dict[str, torch.Tensor]:

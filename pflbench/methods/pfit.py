@@ -9,10 +9,11 @@
   (mu / 2) * ||theta_shared - theta_global||^2 that keeps the client near the global model
   (theta_global: the shared values the round started from).
 
-The paper trains with reinforcement learning on each client's mixture of reward models. The
-objective belongs to the task: on instruction, task and text cards this is the supervised
-step; the reward-task kind that selects the RL update (``pflbench.training.rl``) and the
-reward mixtures (``pflbench.rewards``) are not wired yet. See docs/methods/pfit.md.
+The objective belongs to the task: on reward cards (``synth-align``, ``hh-align``) it is the
+reinforcement-learning update (GRPO, ``pflbench.training.rl``) on the client's own mixture of
+reward models, the paper's setting; on instruction, task and text cards the supervised step.
+``group_size``, ``kl_weight`` and ``temperature`` tune the RL update (0: the card's or the
+suite's value). See docs/methods/pfit.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pflbench.errors import UserError
-from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, sft_steps
+from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, train_steps
 from pflbench.models.adapters import ATTENTION_PROJECTIONS, add_lora
 
 PRIVATE = ("lora", "none")
@@ -38,12 +39,17 @@ class PFIT(Method):
         mu: float = 0.01  # weight of the proximal term
         private: str = "lora"  # lora | none
         targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+        group_size: int = 0  # RL: responses sampled per prompt; 0: the card's
+        kl_weight: float = 0.1  # RL: weight of the KL penalty toward the round's starting policy
+        temperature: float = 0.0  # RL: sampling temperature; 0: the card's
 
         def __post_init__(self):
             if self.private not in PRIVATE:
                 raise ValueError(f"private must be one of {', '.join(PRIVATE)}, got {self.private!r}")
             if self.layers < 0 or self.rank <= 0 or self.mu < 0:
                 raise ValueError("layers must be >= 0, rank positive and mu >= 0")
+            if self.group_size == 1 or self.group_size < 0 or self.kl_weight < 0 or self.temperature < 0:
+                raise ValueError("group_size must be 0 (the card's) or at least 2; kl_weight and temperature >= 0")
 
     def shared_layers(self, model) -> tuple[int, ...]:
         n = model.config.num_hidden_layers
@@ -66,5 +72,7 @@ class PFIT(Method):
         def proximal():
             return (mu / 2) * sum(((p - a) ** 2).sum() for p, a in zip(shared, anchor))
 
-        loss = sft_steps(ctx, ctx.parameters(), ctx.steps, extra_loss=proximal if mu > 0 else None)
+        o = self.options
+        loss = train_steps(ctx, ctx.parameters(), ctx.steps, extra_loss=proximal if mu > 0 else None,
+                           group_size=o.group_size or None, kl_weight=o.kl_weight, temperature=o.temperature or None)
         return LocalResult(num_samples=ctx.task.num_train(ctx.client), train_loss=loss)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, sft_steps
+from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, train_steps
 from pflbench.models.adapters import ATTENTION_PROJECTIONS, add_bottleneck_adapters, add_lora
 
 GLOBAL_PARTS = ("adapter", "lora")
@@ -70,7 +70,7 @@ class PFTT(Method):
             for p in frozen:
                 p.requires_grad_(False)
             try:
-                losses.append((sft_steps(ctx, ctx.parameters(names), steps), steps))
+                losses.append((train_steps(ctx, ctx.parameters(names), steps), steps))
             finally:
                 for p in frozen:
                     p.requires_grad_(True)

@@ -83,28 +83,80 @@ def build(target, progress: Progress | None = None) -> None:
     (target / "pflbench.json").write_text(json.dumps({"version": VERSION, "final_loss": loss.item(), "tokens": len(ids)}))
 
 
+CHAT_VERSION = "tiny-chat-v1"
+CHAT_STEPS = 300
+CHAT_BATCH = 32
+CHAT_LR = 2e-3
+CHAT_PROMPT = "Q: {question}\nA:"  # the prompt format of synth-align's card
+
+
+def build_chat(target, progress: Progress | None = None) -> None:
+    """``tiny`` after a short central SFT (every parameter) on ``chat_demonstrations``: a
+    policy that already says both kinds of answer, for reinforcement learning to choose from."""
+    from pflbench.data.generators import chat_demonstrations
+    from pflbench.data.task import Example, lm_batch
+
+    base = _load_cached(VERSION, build, progress)
+    model, tokenizer = base.model, base.tokenizer
+    demos = []
+    for question, answer in chat_demonstrations(seed=SEED):
+        prompt = tokenizer(CHAT_PROMPT.format(question=question))["input_ids"]
+        demos.append(Example(prompt + tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id], len(prompt)))
+    torch.manual_seed(SEED)
+    gen = torch.Generator().manual_seed(SEED)
+    opt = torch.optim.AdamW(model.parameters(), lr=CHAT_LR, weight_decay=0.0)
+    model.train()
+    for step in range(CHAT_STEPS):
+        idx = torch.randint(0, len(demos), (CHAT_BATCH,), generator=gen).tolist()
+        loss = model(**lm_batch([demos[i] for i in idx], tokenizer.pad_token_id)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if progress and (step + 1) % 10 == 0:
+            progress("tuning tiny-chat on demonstrations (first run only)", step + 1, CHAT_STEPS)
+    model.eval()
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    (target / "pflbench.json").write_text(json.dumps({"version": CHAT_VERSION, "base": VERSION, "final_loss": loss.item(),
+                                                      "demonstrations": len(demos)}))
+
+
+def _load_cached(version: str, builder, progress: Progress | None, name: str = "tiny") -> LoadedModel:
+    """The model cached under ``cache_dir()/version``, built there by ``builder`` first if needed."""
+    from pathlib import Path
+
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = cache_dir() / version
+    if not (path / "pflbench.json").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{version}-", dir=path.parent)
+        try:
+            builder(Path(tmp), progress)
+            if path.exists():  # another process finished first
+                shutil.rmtree(tmp)
+            else:
+                Path(tmp).rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(path))
+
+
 class TinyModel(ModelSource):
     name = "tiny"
     description = "~0.5M-parameter Llama-style LM, pretrained offline on held-out plays (default)"
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
-        from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+        return _load_cached(VERSION, build, progress, self.name)
 
-        path = cache_dir() / VERSION
-        if not (path / "pflbench.json").exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tempfile.mkdtemp(prefix=f".{VERSION}-", dir=path.parent)
-            try:
-                from pathlib import Path
 
-                build(Path(tmp), progress)
-                if path.exists():  # another process finished first
-                    shutil.rmtree(tmp)
-                else:
-                    Path(tmp).rename(path)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-        return LoadedModel(name=self.name, model=model, tokenizer=tokenizer, source=str(path))
+class TinyChat(ModelSource):
+    name = "tiny-chat"
+    description = "tiny after a central SFT on demonstrations disjoint from synth-align's clients (the RL starting policy)"
+
+    def load(self, progress: Progress | None = None) -> LoadedModel:
+        return _load_cached(CHAT_VERSION, build_chat, progress, self.name)

@@ -36,6 +36,11 @@ class Reward:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         raise NotImplementedError
 
+    def points(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """The reward on the scale mixtures combine (``pflbench.rewards.mixture``): here a
+        rule's [0, 1] times 100; trained and Hugging Face models say their own."""
+        return [100.0 * x for x in self.score(prompts, responses)]
+
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "description": self.description}
 
@@ -78,6 +83,7 @@ class TrainedReward(_ClassifierReward):
     kind = "trained"
     backbone: ClassVar[str] = "tiny"
     seed: ClassVar[int] = 0
+    version: ClassVar[int] = 1  # part of the cache key: raise it when ``pairs`` change
     steps: ClassVar[int] = 150
     lr: ClassVar[float] = 1e-3
 
@@ -95,7 +101,7 @@ class TrainedReward(_ClassifierReward):
     def path(self) -> Path:
         from pflbench.models import cache_dir
 
-        return cache_dir() / "rewards" / f"{self.name}-{self.backbone}-seed{self.seed}"
+        return cache_dir() / "rewards" / f"{self.name}-v{self.version}-{self.backbone}-seed{self.seed}"
 
     def load(self, progress=None) -> "TrainedReward":
         from pflbench.rewards.training import load_classifier, train_reward_model
@@ -105,8 +111,48 @@ class TrainedReward(_ClassifierReward):
         self.model, self.tokenizer, self.meta = load_classifier(self.path)
         return self
 
+    def points(self, prompts, responses):
+        """0 at the mean reward of the held-out pairs' rejected answers, 100 at their chosen
+        answers' mean."""
+        lo, hi = self.meta["rejected_mean"], self.meta["chosen_mean"]
+        return [100.0 * (x - lo) / (hi - lo) for x in self.score(prompts, responses)]
+
     def info(self):
         return {**super().info(), "backbone": self.backbone, "seed": self.seed, "cache": str(self.path), **self.meta}
+
+
+class CardReward(TrainedReward):
+    """A reward model trained on a preference card's pairs (its prompt, reference and rejected
+    templates: chosen and rejected answers), from the hub or a ``--data-dir`` copy. The cache
+    key adds a fingerprint of the pairs, so another copy of the data trains another model."""
+
+    card: ClassVar[str] = ""
+    max_pairs: ClassVar[int] = 2000  # a fixed random subset of the card's rows, for CPU budgets
+
+    def pairs(self):
+        import numpy as np
+
+        from pflbench.data.cards import resolve_task
+
+        task = resolve_task(self.card)
+        if task.kind != "preference":
+            raise UserError(f"reward {self.name}: card {self.card!r} is of kind {task.kind}, not preference")
+        rows = task.records()
+        if len(rows) > self.max_pairs:
+            keep = np.random.default_rng([self.seed, 0xCA4D]).choice(len(rows), self.max_pairs, replace=False)
+            rows = [rows[i] for i in sorted(keep)]
+        return [{"prompt": task._fill(task.prompt, r), "chosen": task._fill(task.reference, r),
+                 "rejected": task._fill(task.rejected, r)} for r in rows]
+
+    @property
+    def path(self) -> Path:
+        import hashlib
+        import json
+
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = hashlib.sha256(json.dumps(self.pairs(), sort_keys=True).encode()).hexdigest()[:10]
+        base = super().path
+        return base.with_name(f"{base.name}-{self._fingerprint}")
 
 
 class HFReward(_ClassifierReward):
@@ -137,6 +183,12 @@ class HFReward(_ClassifierReward):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         return self
+
+    def points(self, prompts, responses):
+        """sigmoid(reward) times 100: no preference pairs to calibrate against."""
+        import math
+
+        return [100.0 / (1.0 + math.exp(-x)) for x in self.score(prompts, responses)]
 
 
 def resolve_reward(name: str, progress=None) -> Reward:

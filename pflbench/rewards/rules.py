@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pflbench.rewards.synthetic import REFUSALS
+from pflbench.data.generators import ALIGN_REFUSALS as REFUSALS
 
 _REFUSAL_STARTS = tuple(r.lower().rstrip(".") for r in REFUSALS)
 

@@ -21,10 +21,17 @@ def split_pairs(pairs: list[dict[str, str]], seed: int) -> tuple[list[dict], lis
 
 def preference_accuracy(reward, pairs: list[dict[str, str]]) -> float:
     """Share of pairs whose chosen response gets the higher reward, in points."""
+    return held_out_stats(reward, pairs)["held_out_accuracy"]
+
+
+def held_out_stats(reward, pairs: list[dict[str, str]]) -> dict[str, float]:
+    """Preference accuracy on ``pairs`` and the mean raw reward of their chosen and rejected
+    answers (the two ends of the reward's points scale)."""
     prompts = [p["prompt"] for p in pairs]
     chosen = reward.score(prompts, [p["chosen"] for p in pairs])
     rejected = reward.score(prompts, [p["rejected"] for p in pairs])
-    return 100.0 * float(np.mean([c > r for c, r in zip(chosen, rejected)]))
+    return {"held_out_accuracy": 100.0 * float(np.mean([c > r for c, r in zip(chosen, rejected)])),
+            "chosen_mean": float(np.mean(chosen)), "rejected_mean": float(np.mean(rejected))}
 
 
 def _backbone_path(name: str) -> Path:
@@ -78,7 +85,7 @@ def train_reward_model(reward, progress=None) -> None:
         scorer = _ClassifierReward()
         scorer.model, scorer.tokenizer = model, tokenizer
         meta = {"held_out_pairs": len(test), "train_pairs": len(train), "steps": reward.steps,
-                "held_out_accuracy": preference_accuracy(scorer, test)}
+                **held_out_stats(scorer, test)}
         (tmp / "pflbench.json").write_text(json.dumps(meta, indent=2))
         if target.exists():  # another process finished first
             shutil.rmtree(tmp)

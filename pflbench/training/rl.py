@@ -36,7 +36,7 @@ class RLConfig:
     group_size: int = 4  # responses sampled per prompt
     temperature: float = 1.0
     max_new_tokens: int = 12
-    kl_weight: float = 0.05  # beta
+    kl_weight: float = 0.1  # beta
     clip: float = 0.2  # epsilon
 
     def __post_init__(self):

@@ -1,0 +1,131 @@
+"""Reward tasks (kind ``reward``): cards, each client's mixture of reward models, the RL
+objective under every method, and the evaluation by mixture reward (synth-align)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from pflbench.data.cards import parse_card, resolve_task
+from pflbench.data.generators import synth_align
+from pflbench.errors import UserError
+from pflbench.rewards.mixture import Mixture, client_weights
+
+CARD = {
+    "name": "align-test", "kind": "reward", "description": "d", "source": {"generator": "synth-align"},
+    "prompt": "Q: {question}\nA:", "partition": {"natural": {"key": "user"}}, "metric": "mixture-reward",
+    "rewards": {"helpful": "helpful-synth", "harmless": "harmless-synth"}, "mixture": {"beta": {"a": 0.5, "b": 0.5}},
+}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rewards": None}, "rewards must map each role"),
+    ({"rewards": {"helpful": "helpful-synth", "harmless": "harmless-synth", "third": "refusal"}}, "beta weighs exactly two"),
+    ({"mixture": {"beta": {"a": -1, "b": 1}}}, "must be a positive number"),
+    ({"mixture": {"uniform": {}}}, "mixture must be one of"),
+    ({"metric": "exact-match"}, "scored by metric mixture-reward"),
+    ({"temperature": 0}, "temperature must be a positive number"),
+    ({"group_size": 1}, "group_size must be at least 2"),
+    ({"kind": "instruction", "reference": "{answer}"}, "belong to cards of kind reward"),
+])
+def test_bad_reward_cards_are_one_clear_line(change, message):
+    card = {k: v for k, v in {**CARD, **change}.items() if v is not None}
+    with pytest.raises(UserError, match=message):
+        parse_card(card, "card")
+
+
+def test_drawn_weights_are_fixed_by_seed_and_client_and_sum_to_one():
+    spec, roles = {"dirichlet": {"alpha": 1.0}}, ["a", "b", "c"]
+    w = client_weights(spec, roles, "user03", [], seed=4)
+    assert w == client_weights(spec, roles, "user03", [], seed=4)
+    assert sum(w.values()) == pytest.approx(1) and set(w) == set(roles)
+    assert w != client_weights(spec, roles, "user03", [], seed=5) and w != client_weights(spec, roles, "user04", [], seed=4)
+
+
+def test_weights_read_from_a_field_of_the_data():
+    rows = [{"w": 0.25}, {"w": 0.25}]
+    assert client_weights({"field": "w"}, ["helpful", "harmless"], "u", rows, 0) == {"helpful": 0.25, "harmless": 0.75}
+    with pytest.raises(UserError, match="one value of the mixture field"):
+        client_weights({"field": "w"}, ["helpful", "harmless"], "u", [{"w": 0.2}, {"w": 0.3}], 0)
+
+
+def test_mixture_combines_points_with_each_clients_weights():
+    points = {"helpful": [100.0, 0.0], "harmless": [0.0, 100.0]}
+    assert Mixture.combine(points, {"helpful": 0.8, "harmless": 0.2}) == pytest.approx([80.0, 20.0])
+
+
+def test_synth_align_splits_own_things_from_others_and_asks_every_sensitive_request():
+    rows = synth_align(users=4, things_per_user=3, others_per_user=5, sensitive_train=2)
+    for u in range(4):
+        mine = [r for r in rows if r["user"] == f"user{u:02d}"]
+        trained = {r["thing"] for r in mine if r["split"] == "train"}
+        unseen = [r for r in mine if r["split"] == "test" and not r["conflict"] and not r["seen"]]
+        assert len(unseen) == 5 and not trained & {r["thing"] for r in unseen}
+        assert sum(r["conflict"] for r in mine if r["split"] == "train") == 2
+        assert all(r["answer"] is None for r in mine if r["conflict"]) and all(r["answer"] for r in mine if not r["conflict"])
+
+
+def test_task_show_lists_each_clients_weights(cli):
+    code, out, _ = cli("task", "show", "synth-align", "--json")
+    clients = json.loads(out)["clients"]
+    assert code == 0 and len(clients) == 8
+    assert all(c["w_helpful"] + c["w_harmless"] == pytest.approx(1, abs=2e-3) for c in clients)
+    code, text, _ = cli("task", "show", "synth-align", "--seed", "1")
+    assert code == 0 and "w_helpful" in text and "helpful=helpful-synth" in text
+
+
+@pytest.fixture(scope="module")
+def align_runs():
+    """Every built-in method, a couple of small rounds of RL on synth-align."""
+    from pflbench import registry
+    from pflbench.config import resolve_spec
+    from pflbench.federation.engine import run
+
+    out = {}
+    for method in registry.methods.names():
+        spec = resolve_spec(method=method, task="synth-align", clients=4, clients_per_round=2, rounds=2, local_steps=2)
+        out[method] = run(spec)
+    return out
+
+
+def test_every_method_runs_the_rl_objective_on_a_reward_card(align_runs):
+    for method, record in align_runs.items():
+        rounds = record["rounds"]
+        assert record["spec"]["model"] == "tiny-chat"  # the card's starting policy
+        if method == "local-only" or record["model"]["shared_parameters"] or record["model"]["private_parameters"]:
+            assert all(r["train_reward"] is not None for r in rounds), method
+        diag = record["summary"]["diagnostics"]
+        assert {"helpful", "harmless", "refusal_conflict", "knowledge_unseen"} <= set(diag), method
+        weights = record["task"]["weights"]
+        assert len(weights) == 4 and record["task"]["rewards"] == {"helpful": "helpful-synth", "harmless": "harmless-synth"}
+
+
+def test_the_score_is_each_clients_own_mixture_of_its_reward_points(align_runs):
+    record = align_runs["pfit"]
+    for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]):
+        d = c["diagnostics"]
+        assert c["personal"] == pytest.approx(w["helpful"] * d["helpful"] + w["harmless"] * d["harmless"])
+
+
+def test_the_table_shows_reward_columns(align_runs):
+    from pflbench.results.table import render
+
+    text = render(list(align_runs.values()))
+    assert "synth-align" in text and "| helpful" in text and "harmless" in text and "refusal conflict" in text
+
+
+@pytest.mark.slow
+def test_under_pfit_clients_who_value_helpfulness_comply_more_with_conflicting_requests():
+    """Personalization shows in behaviour: over three seeds at the card's defaults, clients
+    whose helpfulness weight is above one half refuse conflicting requests less often than
+    those below."""
+    from pflbench.config import resolve_spec
+    from pflbench.federation.engine import run
+
+    high, low = [], []
+    for seed in range(3):
+        record = run(resolve_spec(method="pfit", task="synth-align", seed=seed))
+        for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]):
+            (high if w["helpful"] > 0.5 else low).append(c["diagnostics"]["refusal_conflict"])
+    assert high and low
+    assert sum(high) / len(high) + 25 < sum(low) / len(low), (high, low)
