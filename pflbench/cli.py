@@ -102,14 +102,27 @@ def _spec(method, task, model, channel, codec, clients, clients_per_round, round
     )
 
 
-def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool, label: str | None = None) -> dict[str, Any]:
+def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool, label: str | None = None,
+             force: bool = False) -> dict[str, Any]:
+    """Run a spec into RESULTS_DIR: a finished run is kept and returned (``force``: run it
+    again; the old record is replaced only when the new run finishes); an interrupted one
+    resumes from its checkpoint."""
     from pflbench.federation.engine import run
+    from pflbench.results.record import CHECKPOINT, partial_dir, read_record
 
-    progress = _Progress(label or spec.method, spec.rounds, quiet)
+    label = label or spec.method
+    done = read_record(results_dir / spec.run_id)
+    if done is not None and not force:
+        _err(f"[{label}] finished earlier, kept: {results_dir / spec.run_id / 'record.json'} (--force runs it again)")
+        return done
+    partial = partial_dir(results_dir, spec.run_id)
+    if (partial / CHECKPOINT).exists():
+        _err(f"[{label}] resuming the interrupted run in {partial} from its last finished round")
+    progress = _Progress(label, spec.rounds, quiet)
     try:
         return run(spec, results_dir, device=device, progress=progress.build, on_round=progress.round)
     except KeyboardInterrupt:
-        _err(f"interrupted: finished rounds are kept in {results_dir / spec.run_id / 'rounds.jsonl'}")
+        _err(f"interrupted: finished rounds are kept in {partial}; the same command resumes the run")
         raise typer.Exit(130)
 
 
@@ -138,6 +151,7 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
             raise UserError(f"--data-dir {data_dir} is not a directory")
         os.environ["PFLBENCH_DATA_DIR"] = str(data_dir)
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
+_force = typer.Option(False, "--force", help="run again a spec whose record is already in RESULTS_DIR (replaced when the new run finishes)")
 
 
 @app.command()
@@ -147,15 +161,18 @@ def run(
     clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
     local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
-    device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
+    device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json, force: bool = _force,
 ) -> None:
-    """Run one federated experiment and print its summary."""
+    """Run one federated experiment and print its summary. A spec already finished in
+    RESULTS_DIR is not run again (--force does); an interrupted one resumes."""
+    from pflbench.results.record import dumps
+
     _use_data_dir(data_dir)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt)
-    record = _execute(spec, results_dir, device, quiet=False)
+    record = _execute(spec, results_dir, device, quiet=False, force=force)
     if as_json:
-        print(json.dumps(record, sort_keys=True))
+        print(dumps(record, sort_keys=True))
         return
     from pflbench.results.table import render
 
@@ -209,34 +226,38 @@ def bench(
     eval_every: int = _eval_every,
     opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="KEY=VALUE for every method that has KEY, or METHOD:KEY=VALUE (repeatable)"),
     results_dir: Path = _results, device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
+    force: bool = _force,
 ) -> None:
     """Run several methods over several seeds on one setting; print their leaderboard (means
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
-    A run whose record is already in RESULTS_DIR is not run again."""
-    from pflbench.results.record import load_records, read_record
+    A run whose record is already in RESULTS_DIR is not run again (--force does); an
+    interrupted one resumes."""
+    from pflbench.results.record import dumps, load_records
     from pflbench.results.table import render
 
     _use_data_dir(data_dir)
-    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else registry.methods.names()
-    for name in names:  # fail on a typo before hours of training
-        registry.methods.get(name)
+    if methods:
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        for name in names:  # fail on a typo before hours of training
+            registry.methods.get(name)
+    else:  # every registered method that loads; a broken plugin is named and left out
+        names = []
+        for name in registry.methods.names():
+            try:
+                registry.methods.get(name)
+                names.append(name)
+            except UserError as exc:
+                _err(f"warning: left out: {exc}")
     options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
               lr, seed, eval_every, options[name])
         for seed in parse_seeds(seeds) for name in names
     ]
-    records = []
-    for i, spec in enumerate(specs, 1):
-        label = f"{i}/{len(specs)} {spec.method} seed {spec.seed}"
-        done = read_record(results_dir / spec.run_id)
-        if done is not None:
-            _err(f"[{label}] finished earlier, kept: {results_dir / spec.run_id / 'record.json'}")
-            records.append(done)
-        else:
-            records.append(_execute(spec, results_dir, device, quiet=False, label=label))
+    records = [_execute(spec, results_dir, device, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
+                        force=force) for i, spec in enumerate(specs, 1)]
     if as_json:
-        print(json.dumps(records, sort_keys=True))
+        print(dumps(records, sort_keys=True))
         return
     print(render(records))
     everything = render(load_records(results_dir))
@@ -248,6 +269,7 @@ def bench(
 def table(
     results_dir: Path = typer.Argument(DEFAULT_RESULTS, help="folder holding run records"),
     fmt: str = typer.Option("github", "--format", help="any tabulate format: github, plain, latex, ..."),
+    rewards_plot: Optional[Path] = typer.Option(None, help="reward tasks: draw each client's helpfulness against its harmlessness, coloured by its weight, to this PNG file"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
     from pflbench.results.record import load_records
@@ -257,6 +279,11 @@ def table(
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
     print(render(records, fmt))
+    if rewards_plot is not None:
+        from pflbench.results.plots import reward_scatter
+
+        reward_scatter(records, rewards_plot)
+        _err(f"plot: {rewards_plot}")
 
 
 channel_app = typer.Typer(help="Inspect channel presets and cards.", no_args_is_help=True)
@@ -307,25 +334,14 @@ def channel_show(
         _err(f"plot: {plot}")
 
 
-def _save_figure(fig, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
-
-
 def _plot_channel(name: str, sim: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from pflbench.results.plots import save_figure
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     for ax, (key, label, scale) in zip(axes, (("rate_bps", "rate (Mbit/s)", 1e-6), ("airtime_s", "airtime (s)", 1),
@@ -339,7 +355,7 @@ def _plot_channel(name: str, sim: dict, path: Path) -> None:
             ax.set_xscale("log")
         ax.set_xlabel(label)
     axes[0].set_ylabel("client-rounds")
-    _save_figure(fig, name, path)
+    save_figure(fig, name, path)
 
 
 task_app = typer.Typer(help="Inspect task cards and their partitions.", no_args_is_help=True)
@@ -401,6 +417,8 @@ def _plot_task(name, groups, values, shares, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from pflbench.results.plots import save_figure
+
     fig, axes = plt.subplots(1, 2 if values else 1, figsize=(12 if values else 6, 3.5), squeeze=False)
     axes[0][0].bar(range(len(groups)), [len(g) for _, g in groups], color="#3b6ea5")
     axes[0][0].set_xlabel("client")
@@ -414,7 +432,7 @@ def _plot_task(name, groups, values, shares, path: Path) -> None:
         axes[0][1].set_xlabel("client")
         axes[0][1].set_ylabel("label share")
         axes[0][1].legend(fontsize=7, ncol=2)
-    _save_figure(fig, name, path)
+    save_figure(fig, name, path)
 
 
 reward_app = typer.Typer(help="Inspect reward models.", no_args_is_help=True)
@@ -459,11 +477,17 @@ def list_(
     if what is What.channels:
         payload_bytes = _payload_size(payload_bytes, method, model, codec)
         _err(f"payload: {payload_bytes} bytes per client, {clients} clients a round")
-    rows = [_describe(what, name, payload_bytes, clients) for name in getattr(registry, what.value).names()]
+    rows = []
+    for name in getattr(registry, what.value).names():
+        try:
+            rows.append(_describe(what, name, payload_bytes, clients))
+        except UserError as exc:  # a broken or conflicting plugin is listed as such; the rest still work
+            rows.append({"name": name, "description": f"BROKEN: {exc}"})
     if as_json:
         print(json.dumps(rows, sort_keys=True))
     else:
-        print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [], tablefmt="simple"))
+        headers = list(dict.fromkeys(k for r in rows for k in r))
+        print(tabulate([[r.get(h, "") for h in headers] for r in rows], headers=headers, tablefmt="simple"))
 
 
 def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[str, Any]:
@@ -510,7 +534,14 @@ def _defaults_text(defaults: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: finished rounds kept, a resume message
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="pflbench", standalone_mode=False)

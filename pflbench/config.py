@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -47,8 +48,9 @@ class RunSpec:
             )
         if self.eval_every < 0:
             raise UserError(f"--eval-every must be 0 (last round only) or positive, got {self.eval_every}")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                                    or not self.lr > 0 or not math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive finite number, got {self.lr}")
         if self.seed < 0:
             raise UserError(f"--seed must be non-negative, got {self.seed}")
         # canonical, immutable-looking copy of the options

@@ -22,6 +22,10 @@ class Entry(Generic[T]):
     name: str
     load: Callable[[], T]
     origin: str  # "module:attr" of an entry point, or a file path
+    package: str = "pflbench"  # the distribution that registered it
+
+
+BUILTIN = "pflbench"
 
 
 class Registry(Generic[T]):
@@ -33,6 +37,7 @@ class Registry(Generic[T]):
         self._extra = extra
         self._entries: dict[str, Entry[T]] | None = None
         self._loaded: dict[str, T] = {}
+        self.conflicts: dict[str, list[str]] = {}  # name -> every package registering it, when several do
 
     def entries(self) -> dict[str, Entry[T]]:
         if self._entries is None:
@@ -40,7 +45,14 @@ class Registry(Generic[T]):
             if self._extra is not None:
                 found.update(self._extra())
             for ep in entry_points(group=self.group):
-                found[ep.name] = Entry(ep.name, ep.load, ep.value)
+                package = ep.dist.name if ep.dist is not None else "?"
+                entry = Entry(ep.name, ep.load, ep.value, package)
+                if ep.name in found and found[ep.name].package != package:
+                    # never resolved silently: the built-in one stays, and using the name is an error
+                    self.conflicts.setdefault(ep.name, [found[ep.name].package]).append(package)
+                    if found[ep.name].package == BUILTIN:
+                        continue
+                found[ep.name] = entry
             self._entries = dict(sorted(found.items()))
         return self._entries
 
@@ -52,13 +64,23 @@ class Registry(Generic[T]):
             entries = self.entries()
             if name not in entries:
                 raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(entries) or '(none registered)'}")
-            self._loaded[name] = entries[name].load()
+            if name in self.conflicts:
+                raise UserError(f"{self.kind} {name!r} is registered by several packages ({', '.join(self.conflicts[name])}); "
+                                f"a plugin cannot take another's name: uninstall one or rename its entry point")
+            entry = entries[name]
+            try:
+                self._loaded[name] = entry.load()
+            except Exception as exc:  # a broken plugin must not take the rest down
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise UserError(f"{self.kind} {name!r} (package {entry.package}, entry point {entry.origin}) failed to load: "
+                                f"{type(exc).__name__}{': ' + first if first else ''}") from None
         return self._loaded[name]
 
     def refresh(self) -> None:
         """Forget cached entries (after installing a plugin in the same process)."""
         self._entries = None
         self._loaded.clear()
+        self.conflicts.clear()
 
 
 def describe(obj: Any) -> str:

@@ -12,13 +12,29 @@ import yaml
 from pflbench.errors import UserError
 
 
+MAX_CARD_BYTES = 256 * 1024  # a card is a page of settings, not data
+MAX_ALIASES = 64  # YAML aliases (*name); many of them is an expansion bomb, not a card
+
+
 def read_card(path: Path, what: str) -> tuple[Any, str]:
-    """(parsed YAML, "<what> card <path>" for messages); missing or malformed: UserError."""
+    """(parsed YAML, "<what> card <path>" for messages); missing, unreadable, oversized or
+    malformed: UserError."""
     where = f"{what} card {path}"
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")), where
+        if path.is_dir():
+            raise UserError(f"{where} is a directory, not a YAML file")
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise UserError(f"{where} is larger than {MAX_CARD_BYTES // 1024} KiB: a card holds settings; put data in a file its source names")
+        text = path.read_text(encoding="utf-8")
+        if sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)) > MAX_ALIASES:
+            raise UserError(f"{where} uses more than {MAX_ALIASES} YAML aliases; refused")
+        return yaml.safe_load(text), where
     except FileNotFoundError:
         raise UserError(f"{where} does not exist") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where} is not UTF-8 text (a binary file?)") from None
+    except OSError as exc:
+        raise UserError(f"{where} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
 

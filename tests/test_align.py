@@ -114,6 +114,19 @@ def test_the_table_shows_reward_columns(align_runs):
     assert "synth-align" in text and "| helpful" in text and "harmless" in text and "refusal conflict" in text
 
 
+def test_the_rewards_plot_has_a_panel_per_method_and_base(align_runs, tmp_path):
+    from pflbench.results.plots import reward_points, reward_scatter
+
+    records = list(align_runs.values())
+    points = reward_points(records)
+    assert set(points) == {"base", *align_runs}
+    assert all(len(v) == 4 for v in points.values())  # 4 clients, one seed; base counted once
+    weights = sorted(w["helpful"] for w in records[0]["task"]["weights"])
+    assert sorted(p[2] for p in points["pfit"]) == pytest.approx(weights)
+    reward_scatter(records, tmp_path / "rewards.png")
+    assert (tmp_path / "rewards.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow
 def test_under_pfit_clients_who_value_helpfulness_comply_more_with_conflicting_requests():
     """Personalization shows in behaviour: over three seeds at the card's defaults, clients
@@ -129,3 +142,38 @@ def test_under_pfit_clients_who_value_helpfulness_comply_more_with_conflicting_r
             (high if w["helpful"] > 0.5 else low).append(c["diagnostics"]["refusal_conflict"])
     assert high and low
     assert sum(high) / len(high) + 25 < sum(low) / len(low), (high, low)
+
+
+SHARED_HH = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+@pytest.mark.slow
+def test_hh_reward_trains_from_its_preference_card_and_hh_align_runs_offline(tmp_path, monkeypatch, cli):
+    """hh-harmless trains on the hh-harmless-base card's --data-dir copy (the real harmless-base
+    test file), is cached under a fingerprint of its pairs, and hh-align runs on the tiny model
+    with it. There is no helpful-base file here, so a copy of hh-align's card weighs hh-harmless
+    against helpful-synth: the pipeline is what is tested, not the pairing."""
+    if not SHARED_HH.exists():
+        pytest.skip("../shared/data is only present in development and CI")
+    for name in ("hh-harmless-base", "hh-align"):
+        (tmp_path / f"{name}.jsonl.gz").symlink_to(SHARED_HH)
+    monkeypatch.setenv("PFLBENCH_DATA_DIR", str(tmp_path))
+    code, out, _ = cli("reward", "show", "hh-harmless", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["train_pairs"] + info["held_out_pairs"] == 2000 and info["held_out_accuracy"] > 50
+    import re
+
+    assert re.search(r"hh-harmless-v1-tiny-seed0-[0-9a-f]{10}$", info["cache"])  # keyed by card, backbone, seed and data
+
+    import yaml
+
+    card = yaml.safe_load(open(resolve_task("hh-align").origin))
+    card["rewards"] = {"helpful": "helpful-synth", "harmless": "hh-harmless"}
+    path = tmp_path / "hh-align.yaml"
+    path.write_text(yaml.safe_dump(card))
+    code, out, err = cli("run", "--method", "pfit", "--task", str(path), "--model", "tiny", "--clients", "2",
+                         "--clients-per-round", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "2",
+                         "--results-dir", str(tmp_path / "results"), "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["task"]["kind"] == "reward" and {"helpful", "harmless"} <= set(record["summary"]["diagnostics"])

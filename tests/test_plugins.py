@@ -62,3 +62,46 @@ def test_plugin_installed_with_pip_is_listed_and_runs(tmp_path):
     assert rec["model"]["shared_parameters"] == 4 * (2 * 96 + 96 * 2)
     assert rec["model"]["private_parameters"] == 4 * (2 * 96 + 96 * 2)
     assert rec["rounds"][0]["uplink_bytes"] == 2 * (16 + 4 * rec["model"]["shared_parameters"])
+
+
+def _install(tmp_path, name: str, module: str, entry_points: str) -> str:
+    src = tmp_path / f"src-{name}"
+    (src / name).mkdir(parents=True)
+    (src / name / "__init__.py").write_text(module)
+    (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "{name}"
+        version = "0.1"
+        [project.entry-points."pflbench.methods"]
+    """) + entry_points)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(src)], check=True)
+    return str(site)
+
+
+def test_a_broken_plugin_or_a_stolen_name_is_one_line_and_the_rest_works(tmp_path):
+    """A plugin whose module fails to import is listed as broken and names its package when
+    run; a plugin registering a built-in's name is a reported conflict, never a silent swap."""
+    site = _install(tmp_path, "brokenplug", "raise ImportError('no module named missing_dependency')\n",
+                    'broken = "brokenplug:Method"\n')
+    _install(tmp_path, "thief", PLUGIN, 'fedavg-lora = "thief:HalfLoRA"\n')
+    env = {**os.environ, "PYTHONPATH": site, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pflbench.cli"]
+
+    listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["broken"]["description"].startswith("BROKEN:") and "brokenplug" in rows["broken"]["description"]
+    assert "several packages" in rows["fedavg-lora"]["description"] and rows["pftt"]["description"].startswith("global")
+
+    for method, words in (("broken", ("package brokenplug", "brokenplug:Method", "ImportError")),
+                          ("fedavg-lora", ("pflbench", "thief"))):
+        ran = subprocess.run(cmd + ["run", "--method", method, "--results-dir", str(tmp_path / "r")], env=env,
+                             capture_output=True, text=True)
+        assert ran.returncode == 2 and ran.stderr.count("\n") == 1 and ran.stderr.startswith("error:"), ran.stderr
+        assert all(w in ran.stderr for w in words), ran.stderr
+    assert not (tmp_path / "r").exists()

@@ -6,6 +6,7 @@ where, so a user can copy one, edit it and pass ``--channel my-channel.yaml``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,26 @@ SECTIONS = {"name", "kind", "description", "geometry", "path_loss", "shadowing_d
 
 def _num(where: str, key: str, value: Any) -> float:
     try:
-        return float(value)
+        if isinstance(value, bool):
+            raise ValueError
+        out = float(value)
     except (TypeError, ValueError):
         raise UserError(f"{where}: {key} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise UserError(f"{where}: {key} must be a finite number, got {value!r}")
+    return out
+
+
+# (field, test, what is allowed): ranges outside which a card describes no working link
+RANGES = (
+    ("bandwidth_share", lambda v: 0 < v <= 1, "bandwidth.share must be in (0, 1]"),
+    ("bandwidth_per_client_hz", lambda v: v > 0, "bandwidth.per_client_hz must be positive"),
+    ("eta", lambda v: 0 < v <= 1, "eta (the rate efficiency) must be in (0, 1]"),
+    ("se_max", lambda v: v > 0, "se_max (bit/s/Hz) must be positive"),
+    ("deadline_s", lambda v: v > 0, "deadline_s must be positive"),
+    ("compute_s_per_step", lambda v: v >= 0, "compute.s_per_step must be >= 0"),
+    ("compute_power_w", lambda v: v >= 0, "compute.power_w must be >= 0"),
+)
 
 
 def params_from_card(data: Any, where: str) -> WirelessParams:
@@ -78,6 +96,10 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
     out["loss_mode"] = mode
     out["source"] = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
     params = WirelessParams(**out)
+    for field, ok, allowed in RANGES:
+        value = getattr(params, field, None)
+        if value is not None and not ok(value):
+            raise UserError(f"{where}: {allowed}, got {value:g}")
     if not 0 <= params.r_min < params.r_max:
         raise UserError(f"{where}: geometry needs 0 <= r_min < r_max")
     if not (params.bandwidth_per_client_hz or params.bandwidth_hz > 0):

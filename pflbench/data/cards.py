@@ -70,6 +70,14 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
         raise UserError(f"{where}: unknown preprocess {data['preprocess']!r}; choose one of: {', '.join(PREPROCESSORS)}")
     if data.get("fields") is not None and not isinstance(data["fields"], dict):
         raise UserError(f"{where}: fields must map names to the source's columns")
+    if data.get("labels") is not None and (not isinstance(data["labels"], list) or not data["labels"]):
+        raise UserError(f"{where}: labels must be a list of label names, e.g. [negative, positive]")
+    tf = data.get("test_fraction")
+    if tf is not None and (isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 < tf < 1):
+        raise UserError(f"{where}: test_fraction must be a number between 0 and 1, got {tf!r}")
+    for key in ("text", "prompt", "reference", "rejected"):
+        if data.get(key) is not None:
+            _check_template(data[key], key, where)
     options = {k: data[k] for k in OPTIONAL if data.get(k) is not None}
     for key in INTS:
         if key in options and (not isinstance(options[key], int) or options[key] <= 0):
@@ -85,6 +93,21 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     if not 0 < task.test_fraction < 1:
         raise UserError(f"{where}: test_fraction must be between 0 and 1")
     return task
+
+
+def _check_template(template: Any, key: str, where: str) -> None:
+    """A template is a string whose fields are named (``{question}``, ``{instances[0][input]}``)."""
+    import string
+
+    if not isinstance(template, str):
+        raise UserError(f"{where}: {key} must be a template string, got {template!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise UserError(f"{where}: {key} is not a valid template ({exc}); write literal braces as {{{{ and }}}}") from None
+    bad = [f for f in fields if not f or f.split("[")[0].split(".")[0].isdigit()]
+    if bad:
+        raise UserError(f"{where}: {key} uses a positional field {{{bad[0]}}}; name a field of the records, e.g. {{question}}")
 
 
 def _check_reward_card(data: dict[str, Any], where: str) -> None:

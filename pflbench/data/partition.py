@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pflbench.errors import UserError
 
@@ -83,8 +84,40 @@ def quantity_skew(task, rows, n, seed, exponent=1.5, **_):
 PARTITIONERS = {"iid": iid, "dirichlet": dirichlet, "natural": natural, "shards": shards, "quantity-skew": quantity_skew}
 
 
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IIDOptions(_Options):
+    pass
+
+
+class DirichletOptions(_Options):
+    key: str = "label"
+    alpha: float = Field(0.5, gt=0, allow_inf_nan=False)
+
+
+class NaturalOptions(_Options):
+    key: str = "user"
+
+
+class ShardsOptions(_Options):
+    key: str = "label"
+    per_client: int = Field(2, ge=1)
+
+
+class QuantitySkewOptions(_Options):
+    exponent: float = Field(1.5, gt=0, allow_inf_nan=False)
+
+
+# each partitioner's options, validated by schema (pydantic): types, ranges, no unknown keys
+OPTIONS = {"iid": IIDOptions, "dirichlet": DirichletOptions, "natural": NaturalOptions, "shards": ShardsOptions,
+           "quantity-skew": QuantitySkewOptions}
+
+
 def normalize(spec: Any) -> tuple[str, dict]:
-    """``{natural: character}`` -> ("natural", {"key": "character"}); checks the kind."""
+    """``{natural: character}`` -> ("natural", {"key": "character"}); checks the kind and
+    validates the options against the partitioner's schema."""
     if not (isinstance(spec, dict) and len(spec) == 1):
         raise UserError(f"partition must be one of {', '.join(PARTITIONERS)} with its options, e.g. {{dirichlet: {{key: label, alpha: 0.3}}}}")
     (kind, options), = spec.items()
@@ -96,7 +129,13 @@ def normalize(spec: Any) -> tuple[str, dict]:
         options = {"key": options}
     if not isinstance(options, dict):
         raise UserError(f"partition {kind}: options must be a mapping")
-    return kind, options
+    try:
+        return kind, OPTIONS[kind](**options).model_dump()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "options"
+        allowed = ", ".join(OPTIONS[kind].model_fields) or "none"
+        raise UserError(f"partition {kind}: {field}: {err['msg']} (got {err.get('input')!r}; options: {allowed})") from None
 
 
 def partition(task, rows, n: int, seed: int):

@@ -58,13 +58,20 @@ def load_file(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"data file {path}: use one of {', '.join(FILE_FORMATS)} (or .jsonl.gz)")
     if not path.exists():
         raise UserError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise UserError(f"data file {path} is a directory")
+    if path.stat().st_size == 0:
+        raise UserError(f"data file {path} is empty")
     import datasets
 
     datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for a malformed file
-        raise UserError(f"cannot read data file {path}: {str(exc).splitlines()[0][:200]}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot read data file {path}: {first}") from None
+    if len(ds) == 0:
+        raise UserError(f"data file {path} holds no records")
     return list(ds)
 
 

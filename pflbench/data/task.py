@@ -165,6 +165,8 @@ class Task:
             return template.format(**row)
         except KeyError as exc:
             raise UserError(f"task {self.name}: template field {exc} is not in the source's records") from None
+        except (IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise UserError(f"task {self.name}: template {template!r} does not fit the records: {exc}") from None
 
     def encode(self, tokenizer, row: dict[str, Any]) -> Example:
         eos = [tokenizer.eos_token_id]

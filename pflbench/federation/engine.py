@@ -8,6 +8,7 @@ All randomness comes from generators seeded by (seed, round, client).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,9 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
 
 def run(spec: RunSpec, results_dir: Path | str | None = None, *, device: str = "cpu",
         progress: Progress | None = None, on_round: RoundHook | None = None) -> dict[str, Any]:
-    """Run one experiment; return its record (and write it under ``results_dir``)."""
+    """Run one experiment; return its record (and write it under ``results_dir``: see
+    ``pflbench.results.record``). An interrupted run of the same spec in ``results_dir``
+    resumes from its last finished round."""
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
@@ -129,7 +132,11 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *, device: str = "
         return Runner(exp, writer, on_round).run(t_start)
     finally:
         if writer is not None:
-            writer.close()
+            writer.close(keep=False)  # removes the folder of an attempt that finished no round
+
+
+class Diverged(UserError):
+    """A local update produced non-finite numbers: the run stops (a diverged run has no score)."""
 
 
 class Runner:
@@ -177,8 +184,9 @@ class Runner:
             )
             result = exp.method.local_update(ctx)
             compute_s += ctx.compute_s
+            delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
+            self._check_finite(r, c, result.train_loss if ctx.compute_s > 0 else 0.0, delta, lr)
             if len(self.schema):
-                delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
                 payloads.append(exp.codec.encode(delta, self.schema, self.codec_memory.setdefault(c, {})))
             else:
                 payloads.append(b"")  # nothing shared: nothing sent
@@ -224,6 +232,41 @@ class Runner:
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1}
         return rec
 
+    def _check_finite(self, r: int, c: int, loss: float, delta: dict[str, torch.Tensor], lr: float) -> None:
+        exp = self.exp
+        bad = [n for n in exp.parts.shared + exp.parts.private if not bool(torch.isfinite(self.params[n]).all())]
+        if math.isfinite(loss) and not bad:
+            return
+        what = f"a non-finite training loss ({loss})" if not math.isfinite(loss) else f"non-finite values in {bad[0]}"
+        raise Diverged(f"the run diverged: round {r}, client {exp.clients[c].name} (id {c}) got {what} at --lr {lr:g}; "
+                       f"a diverged run has no score (try a lower --lr); the rounds before it are kept")
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor the next round needs: global shared, each client's private tensors and
+        codec memory."""
+        out = {f"global/{n}": t for n, t in self.global_shared.items()}
+        for c, tensors in self.store._state.items():
+            out.update({f"client/{c}/{n}": t for n, t in tensors.items()})
+        for c, memory in self.codec_memory.items():
+            out.update({f"codec/{c}/{k}": t for k, t in memory.items()})
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "reference": self.reference, "trained": sorted(self.trained)}
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        self.global_shared = {n: tensors[f"global/{n}"] for n in self.exp.parts.shared}
+        for key, t in tensors.items():
+            kind, _, rest = key.partition("/")
+            if kind == "client":
+                c, _, name = rest.partition("/")
+                self.store._state.setdefault(int(c), {})[name] = t
+            elif kind == "codec":
+                c, _, name = rest.partition("/")
+                self.codec_memory.setdefault(int(c), {})[name] = t
+        self.rounds, self.reference, self.trained = state["rounds"], state["reference"], set(state["trained"])
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Every client, sampled or not: the deployed model (shared + its private tensors)
@@ -257,12 +300,18 @@ class Runner:
     # ---- the whole run --------------------------------------------------------------------
     def run(self, t_start: float) -> dict[str, Any]:
         spec = self.exp.spec
-        self.reference = self.references()
-        for r in range(1, spec.rounds + 1):
+        resumed = self.writer.resume_state() if self.writer else None
+        if resumed is not None:
+            self.restore(*resumed)
+        else:
+            self.reference = self.references()
+        if self.writer:
+            self.writer.start(self.rounds)
+        for r in range(len(self.rounds) + 1, spec.rounds + 1):
             rec = self.round(r)
             self.rounds.append(rec)
             if self.writer:
-                self.writer.append_round(rec)
+                self.writer.checkpoint(rec, self.state_tensors(), self.state())
             if self.on_round:
                 self.on_round(rec)
         record = self.record(time.perf_counter() - t_start)

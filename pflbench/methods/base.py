@@ -47,7 +47,7 @@ class LocalContext:
     lr: float
     generator: torch.Generator  # seeded by (seed, round, client)
     device: torch.device = torch.device("cpu")
-    compute_s: float = 0.0  # filled by ``compute()``: time in forward/backward/optimizer
+    compute_s: float = 0.0  # filled by ``compute()``: time in forward/backward/optimizer (RL: also generation and reward scoring)
     rewards: list[float] = field(default_factory=list)  # reward tasks: mean sampled reward of each RL update
 
     def parameters(self, names: list[str] | None = None) -> list[torch.nn.Parameter]:

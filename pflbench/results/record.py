@@ -1,18 +1,27 @@
 """The run record (schema ``pflbench.run/1``, documented in README "Results schema") and
-the directory it is written to, round by round.
+the folders it is written to.
 
-Layout of ``RESULTS_DIR/RUN_ID/``:
+A run in progress lives in ``RESULTS_DIR/RUN_ID.partial/``:
 
-- ``spec.json``: the resolved RunSpec, written before the first round.
-- ``rounds.jsonl``: one round record per line, appended and flushed as each round ends,
-  so an interrupted run keeps every finished round.
-- ``record.json``: the whole record (spec, rounds, summary), written when the run ends.
+- ``spec.json``: the resolved RunSpec, written before the first round;
+- ``rounds.jsonl``: one round record per line, appended and flushed as each round ends;
+- ``checkpoint.safetensors``: after each round, everything the next round needs (global shared
+  tensors, every client's private tensors and codec memory; the finished rounds, the reference
+  scores and who has trained, as JSON in its metadata), replaced atomically;
+- ``lock``: held (``flock``) by the one process writing the run.
+
+When the run ends, ``record.json`` is written and the folder becomes ``RESULTS_DIR/RUN_ID/``,
+replacing an earlier finished one only then (a re-run is asked for with ``--force``). So a
+failed or interrupted attempt never touches a finished run, and the same command resumes an
+interrupted one from its checkpoint. Every JSON file is strict JSON (no NaN or Infinity).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +29,137 @@ from pflbench.errors import UserError
 
 SCHEMA = "pflbench.run/1"
 TIMING_KEYS = ("wall_s", "timing")  # the only fields that differ between identical runs
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def strict(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON (see ``strict``)."""
+    return json.dumps(strict(obj), allow_nan=False, **kwargs)
+
+
+def partial_dir(results_dir: Path | str, run_id: str) -> Path:
+    return Path(results_dir) / f"{run_id}.partial"
 
 
 class RunWriter:
+    """Writes one run into its ``.partial`` folder, holding its lock; ``finish`` publishes it."""
+
     def __init__(self, results_dir: Path | str, run_id: str, spec: dict[str, Any]):
-        self.dir = Path(results_dir) / run_id
+        import fcntl
+
+        self.final = Path(results_dir) / run_id
+        self.dir = partial_dir(results_dir, run_id)
+        self._rounds = None
+        created = not self.dir.exists()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.dir / "spec.json", json.dumps(spec, indent=2, sort_keys=True))
-            self._rounds = open(self.dir / "rounds.jsonl", "w", encoding="utf-8")
+            self._lock = open(self.dir / "lock", "a+", encoding="utf-8")
         except OSError as exc:
             raise UserError(f"cannot write results to {results_dir}: {exc.strerror or exc}; choose another --results-dir") from None
-        (self.dir / "record.json").unlink(missing_ok=True)  # a stale record from an earlier run
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise UserError(f"another pflbench process is running this spec into {self.dir} (run id {run_id}); "
+                            f"wait for it to finish, or use another --results-dir") from None
+        self.created = created  # a fresh attempt: nothing to resume, and nothing to keep if it fails early
+        try:
+            _atomic_write(self.dir / "spec.json", dumps(spec, indent=2, sort_keys=True))
+        except OSError as exc:
+            self.close()
+            raise UserError(f"cannot write results to {results_dir}: {exc.strerror or exc}; choose another --results-dir") from None
 
-    def append_round(self, rec: dict[str, Any]) -> None:
-        self._rounds.write(json.dumps(rec, sort_keys=True) + "\n")
+    # ---- resume -----------------------------------------------------------------------
+    def resume_state(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(tensors, state) of the last checkpoint, or None (nothing finished yet, or a
+        checkpoint that cannot be read: then the run starts over)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+
+        path = self.dir / CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), "pt") as f:
+                state = json.loads(f.metadata()["state"])
+            return load_file(str(path)), state
+        except (OSError, KeyError, ValueError, SafetensorError):
+            return None
+
+    def start(self, rounds: list[dict[str, Any]]) -> None:
+        """Open ``rounds.jsonl`` holding exactly the rounds already finished."""
+        self._rounds = open(self.dir / "rounds.jsonl", "w", encoding="utf-8")
+        for rec in rounds:
+            self._rounds.write(dumps(rec, sort_keys=True) + "\n")
         self._rounds.flush()
-        os.fsync(self._rounds.fileno())
 
+    # ---- each round -------------------------------------------------------------------
+    def checkpoint(self, rec: dict[str, Any], tensors: dict[str, Any], state: dict[str, Any]) -> None:
+        """Record a finished round: the checkpoint first (atomically), then its log line."""
+        from safetensors.torch import save_file
+
+        tmp = self.dir / (CHECKPOINT + ".tmp")
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                      metadata={"state": dumps(state, sort_keys=True)})
+            os.replace(tmp, self.dir / CHECKPOINT)
+            self._rounds.write(dumps(rec, sort_keys=True) + "\n")
+            self._rounds.flush()
+            os.fsync(self._rounds.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write the checkpoint of round {rec['round']} to {self.dir}: {exc.strerror or exc} "
+                            f"(finished rounds up to the previous one are kept there)") from None
+
+    # ---- the end ------------------------------------------------------------------------
     def finish(self, record: dict[str, Any]) -> Path:
+        """Write ``record.json`` and publish the run as ``RESULTS_DIR/RUN_ID/``, replacing an
+        earlier finished one only now."""
         self._rounds.close()
-        path = self.dir / "record.json"
-        _atomic_write(path, json.dumps(record, indent=2, sort_keys=True))
-        return path
+        try:
+            _atomic_write(self.dir / "record.json", dumps(record, indent=2, sort_keys=True))
+            (self.dir / CHECKPOINT).unlink(missing_ok=True)
+            old = self.final.with_name(self.final.name + ".replaced")
+            if self.final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(self.final, old)
+            (self.dir / "lock").unlink(missing_ok=True)
+            os.rename(self.dir, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            raise UserError(f"cannot write the finished record to {self.dir}: {exc.strerror or exc}") from None
+        return self.final / "record.json"
 
-    def close(self) -> None:
-        if not self._rounds.closed:
+    def close(self, keep: bool = True) -> None:
+        """Release the lock; ``keep=False`` removes the folder of an attempt that finished no
+        round (no orphan folders)."""
+        if self._rounds is not None and not self._rounds.closed:
             self._rounds.close()
+        if not self._lock.closed:
+            self._lock.close()
+        if not keep and self.dir.exists() and not (self.dir / CHECKPOINT).exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_record(run_dir: Path | str) -> dict[str, Any] | None:

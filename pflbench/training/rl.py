@@ -95,7 +95,8 @@ def rl_steps(model, tokenizer, params: list[torch.nn.Parameter], prompts: Iterat
              extra_loss: Callable[[], torch.Tensor] | None = None, compute=None) -> RLStats:
     """``steps`` GRPO steps on ``params`` (see the module doc). ``prompts`` yields batches of
     prompt token ids; ``extra_loss`` (e.g. a proximal term) is added to each step's loss;
-    ``compute`` (a context-manager factory) wraps model compute for the engine's accounting."""
+    ``compute`` (a context-manager factory) wraps model compute (generation, reward scoring,
+    forward, backward, optimizer) for the engine's accounting."""
     import contextlib
 
     compute = compute or contextlib.nullcontext
@@ -110,7 +111,8 @@ def rl_steps(model, tokenizer, params: list[torch.nn.Parameter], prompts: Iterat
             ids, mask, resp, responses = sample(model, batch, cfg, pad_id, eos_id, seed)
         texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
         prompt_texts = [t for t in tokenizer.batch_decode(batch, skip_special_tokens=True) for _ in range(cfg.group_size)]
-        r = torch.tensor(reward(prompt_texts, texts), dtype=torch.float32, device=ids.device)
+        with compute():  # reward models are model compute too
+            r = torch.tensor(reward(prompt_texts, texts), dtype=torch.float32, device=ids.device)
         adv = group_advantages(r, cfg.group_size)[:, None]
         with compute():
             with torch.no_grad():

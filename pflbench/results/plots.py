@@ -1,0 +1,76 @@
+"""Figures drawn from run records (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pflbench.errors import UserError
+
+
+def save_figure(fig, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
+def reward_points(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
+    """For records of reward tasks with two reward roles: per method (and ``base``, the
+    untrained policy), one (first role's points, second role's points, first role's weight)
+    per client and seed, from the last evaluation."""
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    based: set[tuple[str, int]] = set()  # the base policy is the same for every method of a (task, seed)
+    for rec in records:
+        task = rec.get("task", {})
+        roles = list(task.get("rewards", {}))
+        if task.get("kind") != "reward" or len(roles) != 2:
+            continue
+        last = next(r["eval"] for r in reversed(rec["rounds"]) if r["eval"] is not None)
+        panels = [(rec["spec"]["method"], last["clients"])]
+        if (task["name"], rec["spec"]["seed"]) not in based:
+            based.add((task["name"], rec["spec"]["seed"]))
+            panels.append(("base", rec["reference"]["base"]["clients"]))
+        for label, clients in panels:
+            for c in clients:
+                d, w = c["diagnostics"], task["weights"][c["client"]]
+                if d.get(roles[0]) is not None and d.get(roles[1]) is not None:
+                    out.setdefault(label, []).append((d[roles[0]], d[roles[1]], w[roles[0]]))
+    return out
+
+
+def reward_scatter(records: list[dict[str, Any]], path: Path) -> None:
+    """Each client's first-role reward (helpfulness) against its second (harmlessness), one
+    panel per method, coloured by the client's weight on the first role."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = reward_points(records)
+    if not points:
+        raise UserError("no records of a reward task with two reward models to plot")
+    roles = next(list(r["task"]["rewards"]) for r in records if r.get("task", {}).get("kind") == "reward")
+    names = ["base"] + sorted(k for k in points if k != "base")
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False, sharex=True, sharey=True)
+    for ax, name in zip(axes[0], names):
+        xs, ys, ws = zip(*points.get(name, [(float("nan"), float("nan"), 0.5)]))
+        sc = ax.scatter(xs, ys, c=ws, cmap="viridis", vmin=0, vmax=1, s=18)
+        ax.set_title(name)
+        ax.set_xlabel(f"{roles[0]} (points)")
+    axes[0][0].set_ylabel(f"{roles[1]} (points)")
+    fig.colorbar(sc, ax=axes[0].tolist(), label=f"client's weight on {roles[0]}")
+    tasks = sorted({r["task"]["name"] for r in records if r.get("task", {}).get("kind") == "reward"})
+    fig.suptitle(f"{', '.join(tasks)}: each client's rewards (every seed)")
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
