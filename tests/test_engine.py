@@ -85,17 +85,3 @@ def test_same_spec_gives_identical_records_but_wall_time(records, small_spec, tm
     assert strip_timing(again) == strip_timing(first)
     other_seed = run(small_spec(method="fedavg-lora", seed=1), None)
     assert strip_timing(other_seed)["rounds"] != strip_timing(first)["rounds"]
-
-
-def test_interrupted_run_keeps_finished_rounds(small_spec, tmp_path):
-    spec = small_spec(method="fedavg-lora", rounds=3)
-
-    def stop_after_round_two(rec):
-        if rec["round"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path, on_round=stop_after_round_two)
-    run_dir = tmp_path / spec.run_id
-    assert [json.loads(l)["round"] for l in (run_dir / "rounds.jsonl").read_text().splitlines()] == [1, 2]
-    assert not (run_dir / "record.json").exists()

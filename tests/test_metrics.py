@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pflbench.evaluation.metrics import (
-    exact_match, final_number, final_number_match, mean_reward, normalize, rouge_l, token_f1,
+    exact_match, final_number, final_number_match, normalize, rouge_l, token_f1,
 )
 
 
@@ -34,10 +34,6 @@ def test_final_number_gsm8k_style():
     assert final_number_match("Thus she has 72 clips.", "48 + 24 = 72\n#### 72") == 1.0
     assert final_number_match("It is 71.", "#### 72") == 0.0
     assert final_number_match("no number", "#### 5") == 0.0
-
-
-def test_mean_reward():
-    assert mean_reward(["a", "abc"], len) == 2.0
 
 
 def test_model_metrics_on_a_tiny_model():

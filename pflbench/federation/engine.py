@@ -335,6 +335,8 @@ class Runner:
             "delivered_updates": sum(len(r["delivered"]) for r in rounds),
             "lost_updates": sum(len(r["lost"]) for r in rounds),
             "late_updates": sum(len(r["late"]) for r in rounds),
+            # reward cards: each reward model's mean points (the same numbers as its diagnostics column)
+            "rewards": {role: last_eval["diagnostics"].get(role) for role in exp.task.rewards} if exp.task.kind == "reward" else None,
             "base_score": self.reference["base"]["score"],
             "majority_label_score": self.reference["majority_label"]["score"] if "majority_label" in self.reference else None,
             "wall_s": wall_s,
@@ -355,7 +357,8 @@ class Runner:
             "task": {
                 "name": exp.task.name, "kind": exp.task.kind, "metric": exp.task.metric, "clients": [c.name for c in exp.clients],
                 "test_examples": [len(c.test) for c in exp.clients], "test_units": [exp.task.test_units(c) for c in exp.clients],
-                **({"rewards": exp.task.rewards, "weights": [c.weights for c in exp.clients]} if exp.task.kind == "reward" else {}),
+                **({"rewards": exp.task.rewards, "roles": list(exp.task.rewards), "weights": [c.weights for c in exp.clients]}
+                   if exp.task.kind == "reward" else {}),
             },
             "reference": self.reference,
             "channel": exp.spec.channel,

@@ -21,6 +21,11 @@ def save_figure(fig, title: str, path: Path) -> None:
         plt.close(fig)
 
 
+def _roles(task: dict[str, Any]) -> list[str]:
+    """The card's reward roles in its order (records keep it in ``roles``)."""
+    return list(task.get("roles") or task.get("rewards", {}))
+
+
 def reward_points(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
     """For records of reward tasks with two reward roles: per method (and ``base``, the
     untrained policy), one (first role's points, second role's points, first role's weight)
@@ -29,7 +34,7 @@ def reward_points(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, 
     based: set[tuple[str, int]] = set()  # the base policy is the same for every method of a (task, seed)
     for rec in records:
         task = rec.get("task", {})
-        roles = list(task.get("rewards", {}))
+        roles = _roles(task)
         if task.get("kind") != "reward" or len(roles) != 2:
             continue
         last = next(r["eval"] for r in reversed(rec["rounds"]) if r["eval"] is not None)
@@ -56,9 +61,10 @@ def reward_scatter(records: list[dict[str, Any]], path: Path) -> None:
     points = reward_points(records)
     if not points:
         raise UserError("no records of a reward task with two reward models to plot")
-    roles = next(list(r["task"]["rewards"]) for r in records if r.get("task", {}).get("kind") == "reward")
+    roles = next(_roles(r["task"]) for r in records if r.get("task", {}).get("kind") == "reward")
     names = ["base"] + sorted(k for k in points if k != "base")
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.9 * len(names) + 1.2, 3.4), squeeze=False, sharex=True, sharey=True)
+    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.18, top=0.8, wspace=0.08)
     for ax, name in zip(axes[0], names):
         xs, ys, ws = zip(*points.get(name, [(float("nan"), float("nan"), 0.5)]))
         sc = ax.scatter(xs, ys, c=ws, cmap="viridis", vmin=0, vmax=1, s=18)

@@ -69,6 +69,7 @@ class _ClassifierReward(Reward):
 
         out: list[float] = []
         texts = [p + r for p, r in zip(prompts, responses)]
+        self.tokenizer.truncation_side = "left"  # a long dialogue loses its beginning, never the response
         self.model.eval()
         with torch.no_grad():
             for b in range(0, len(texts), EVAL_BATCH):
@@ -128,6 +129,8 @@ class CardReward(TrainedReward):
 
     card: ClassVar[str] = ""
     max_pairs: ClassVar[int] = 2000  # a fixed random subset of the card's rows, for CPU budgets
+    prompt_chars: ClassVar[int] = 300  # the end of a long dialogue: what the answers respond to
+    answer_chars: ClassVar[int] = 300  # the start of each answer
 
     def pairs(self):
         import numpy as np
@@ -141,8 +144,10 @@ class CardReward(TrainedReward):
         if len(rows) > self.max_pairs:
             keep = np.random.default_rng([self.seed, 0xCA4D]).choice(len(rows), self.max_pairs, replace=False)
             rows = [rows[i] for i in sorted(keep)]
-        return [{"prompt": task._fill(task.prompt, r), "chosen": task._fill(task.reference, r),
-                 "rejected": task._fill(task.rejected, r)} for r in rows]
+        # cut so that a pair fits the reward model's window (RewardTrainer drops longer ones)
+        return [{"prompt": task._fill(task.prompt, r)[-self.prompt_chars :],
+                 "chosen": task._fill(task.reference, r)[: self.answer_chars],
+                 "rejected": task._fill(task.rejected, r)[: self.answer_chars]} for r in rows]
 
     @property
     def path(self) -> Path:

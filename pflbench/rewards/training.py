@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -73,12 +75,13 @@ def train_reward_model(reward, progress=None) -> None:
     try:
         args = RewardConfig(
             output_dir=str(tmp / "trainer"), max_steps=reward.steps, per_device_train_batch_size=16,
-            learning_rate=reward.lr, save_strategy="no", report_to=[], logging_strategy="no", max_length=128,
+            learning_rate=reward.lr, save_strategy="no", report_to=[], logging_strategy="no", max_length=256,
             seed=reward.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
                                 callbacks=[Report()])
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its metrics; stdout is for results
+            trainer.train()
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
