@@ -260,8 +260,11 @@ def bench(
         print(dumps(records, sort_keys=True))
         return
     print(render(records))
-    everything = render(load_records(results_dir))
-    (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
+    everything = render(load_records(results_dir, warn=_err))
+    try:
+        (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {results_dir / 'leaderboard.md'}: {exc.strerror or exc} (the runs themselves are kept)") from None
     _err(f"table of every run in {results_dir}: {results_dir / 'leaderboard.md'}")
 
 
@@ -272,10 +275,16 @@ def table(
     rewards_plot: Optional[Path] = typer.Option(None, help="reward tasks: draw each client's helpfulness against its harmlessness, coloured by its weight, to this PNG file"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
+    from tabulate import tabulate_formats
+
     from pflbench.results.record import load_records
     from pflbench.results.table import render
 
-    records = load_records(results_dir)
+    if fmt not in tabulate_formats:
+        raise UserError(f"--format {fmt!r} is not a table format; choose one of: {', '.join(sorted(tabulate_formats))}")
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir} is not a folder of run records")
+    records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
     print(render(records, fmt))
@@ -374,6 +383,7 @@ def task_show(
     """Print a task's card and its per-client sizes and label skew."""
     from pflbench.data.cards import resolve_task
     from pflbench.data.partition import label_key, partition, skew
+    from pflbench.data.task import _has_fields
 
     _use_data_dir(data_dir)
     task = resolve_task(name)
@@ -405,6 +415,11 @@ def task_show(
         print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="simple"))
         if key:
             print(f"label skew ({key}): mean total-variation distance from the pooled label shares = {summary['label_skew_tv']:.3f}")
+        first = groups[0][1][0]
+        for field in ("text", "prompt", "reference", "rejected"):  # every template, rendered on a record
+            template = getattr(task, field)
+            if template is not None and _has_fields(template, first):
+                print(f"example {field}: {task._fill(template, first)!r}"[:300])
     if plot is not None:
         _plot_task(task.name, groups, values, shares, plot)
         _err(f"plot: {plot}")

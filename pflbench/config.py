@@ -20,6 +20,9 @@ from typing import Any
 from pflbench.errors import UserError
 
 
+MAX_BATCH = 4096  # examples per local step; far above any fine-tuning batch, far below an allocation failure
+
+
 @dataclass(frozen=True)
 class RunSpec:
     method: str = "fedavg-lora"
@@ -42,6 +45,8 @@ class RunSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.batch_size > MAX_BATCH:
+            raise UserError(f"--batch-size {self.batch_size} is beyond what a step holds in memory; at most {MAX_BATCH}")
         if self.clients_per_round > self.clients:
             raise UserError(
                 f"--clients-per-round ({self.clients_per_round}) cannot exceed --clients ({self.clients})"

@@ -26,7 +26,7 @@ SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "-
         (["run", "--opt", "rank=eight"], "not a valid int"),
         (["run", "--results-dir", "/proc/pflbench-cannot-write"], "cannot write results to /proc/pflbench-cannot-write"),
         (["list", "planets"], "'planets' is not one of"),
-        (["table", "/nonexistent-results"], "no finished run records"),
+        (["table", "/nonexistent-results"], "is not a folder of run records"),
         (["run", "--clients", "500"], "--clients 500 is too many"),
         (["run", "--device", "tpu"], "unknown --device 'tpu'"),
     ],

@@ -142,3 +142,118 @@ def test_killed_at_any_moment_the_same_command_finishes_with_the_same_record(tmp
     assert again.returncode == 0, err
     assert "resuming the interrupted run" in err
     assert strip_timing(json.loads(stdout)) == strip_timing(uninterrupted)
+
+
+def test_table_skips_bad_records_with_a_warning_and_refuses_unknown_formats(finished, cli, tmp_path):
+    import shutil
+
+    out, spec, _ = finished
+    shutil.copytree(out / spec.run_id, tmp_path / "good")
+    for name, content in (("shape", b'{"schema": "pflbench.run/1", "run_id": 3}'), ("latin1", "caf\xe9".encode("latin-1")),
+                          ("truncated", (out / spec.run_id / "record.json").read_bytes()[:200])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_bytes(content)
+    code, table, err = cli("table", str(tmp_path))
+    assert code == 0 and "fedavg-lora" in table
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("warning: skipped") for w in warnings)
+    assert any("shape" in w and "run_id" in w for w in warnings) and any("latin1" in w and "UTF-8" in w for w in warnings)
+    code, _, err = cli("table", str(tmp_path), "--format", "csv")
+    assert code == 2 and err.count("\n") == 1 and "is not a table format" in err
+
+
+def test_an_unwritable_leaderboard_is_one_line_and_the_runs_are_kept(finished, cli):
+    out, spec, _ = finished
+    (out / "leaderboard.md").mkdir()
+    try:
+        code, _, err = cli("bench", "--methods", "fedavg-lora", "--codec", "topk:0.5", "--rounds", "3", *RUN,
+                           "--results-dir", str(out))
+    finally:
+        (out / "leaderboard.md").rmdir()
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: cannot write {out / 'leaderboard.md'}")
+    assert (out / spec.run_id / "record.json").exists()
+
+
+def test_a_corrupted_model_cache_names_the_folder_to_delete(cli, tmp_path, monkeypatch):
+    import shutil
+
+    from pflbench.models import cache_dir
+
+    shutil.copytree(cache_dir() / "tiny-v1", tmp_path / "tiny-v1")
+    weights = tmp_path / "tiny-v1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    monkeypatch.setenv("PFLBENCH_CACHE", str(tmp_path))
+    code, _, err = cli("run", *RUN, "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and f"{tmp_path / 'tiny-v1'}" in err and "delete that folder" in err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--task", "synth-classify", "--clients", "1000000000", "--clients-per-round", "2"], "at most 1500 clients"),
+    (["--batch-size", "1000000000000"], "--batch-size 1000000000000 is beyond"),
+])
+def test_impossible_sizes_fail_fast(cli, tmp_path, flags, words):
+    code, _, err = cli("run", *flags, "--results-dir", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+
+
+SYNTH = {"name": "bad", "kind": "task", "description": "d", "source": {"generator": "synth-classify", "examples": 200},
+         "text": "{text}", "partition": {"iid": {}}, "metric": "next-token-accuracy"}
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"partition": {"dirichlet": {"key": "topic", "alpha": -1}}}, "alpha: Input should be greater than 0"),
+    ({"partition": {"dirichlet": {"key": "topic", "alpha": 0}}}, "alpha: Input should be greater than 0"),
+    ({"partition": {"dirichlet": {"key": "topic", "alpha": "abc"}}}, "alpha: Input should be a valid number"),
+    ({"partition": {"shards": {"key": "topic", "per_client": 0}}}, "per_client: Input should be greater than or equal to 1"),
+    ({"partition": {"quantity-skew": {"exponent": -2}}}, "exponent: Input should be greater than 0"),
+    ({"partition": {"iid": {"bogus": 1}}}, "bogus: Extra inputs are not permitted"),
+    ({"test_fraction": "abc"}, "test_fraction must be a number between 0 and 1"),
+    ({"labels": 5, "metric": "label-accuracy"}, "labels must be a list"),
+    ({"text": "{0}"}, "positional field {0}"),
+    ({"text": "{text"}, "is not a valid template"),
+])
+def test_bad_task_cards_are_one_line_naming_the_field(cli, tmp_path, change, words):
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**SYNTH, **change}))
+    code, out, err = cli("task", "show", str(path))
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error:"), err
+    assert words in err and "bad.yaml" in err, err
+
+
+def test_unreadable_cards_and_data_files_are_one_line(cli, tmp_path):
+    import yaml
+
+    (tmp_path / "dir.yaml").mkdir()
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "empty-data.yaml").write_text(yaml.safe_dump({**SYNTH, "source": {"file": "empty.jsonl"}}))
+    (tmp_path / "bomb.yaml").write_text("n0: &n0 [x, x]\n" + "".join(f"n{i + 1}: &n{i + 1} [*n{i}, *n{i}]\n" for i in range(40)))
+    (tmp_path / "huge.yaml").write_text("x: " + "y" * 300_000)
+    for name, words in (("dir.yaml", "is a directory"), ("binary.yaml", "not UTF-8"), ("empty-data.yaml", "is empty"),
+                        ("bomb.yaml", "aliases"), ("huge.yaml", "larger than")):
+        code, _, err = cli("task", "show", str(tmp_path / name))
+        assert code == 2 and err.count("\n") == 1 and words in err, (name, err)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"bandwidth": {"total_hz": 1e7, "share": 0}}, "bandwidth.share must be in (0, 1]"),
+    ({"bandwidth": {"per_client_hz": -5}}, "per_client_hz must be positive"),
+    ({"deadline_s": 0}, "deadline_s must be positive"),
+    ({"deadline_s": -3}, "deadline_s must be positive"),
+    ({"eta": -1}, "eta (the rate efficiency) must be in (0, 1]"),
+    ({"se_max": 0}, "se_max (bit/s/Hz) must be positive"),
+    ({"p_tx_dbm": ".inf"}, "must be a number"),
+    ({"p_tx_dbm": float("inf")}, "must be a finite number"),
+])
+def test_bad_channel_cards_are_one_line(cli, tmp_path, change, words):
+    import yaml
+
+    from pflbench.channel.cards import resolve_channel
+
+    card = yaml.safe_load(open(resolve_channel("lte-cell-edge").card))
+    path = tmp_path / "bad-channel.yaml"
+    path.write_text(yaml.safe_dump({**card, **change}))
+    code, _, err = cli("channel", "show", str(path))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and words in err, err

@@ -140,6 +140,9 @@ def normalize(spec: Any) -> tuple[str, dict]:
 
 def partition(task, rows, n: int, seed: int):
     kind, options = normalize(task.partition)
+    if 2 * n > len(rows):  # every client needs a training and a test example: fail before allocating anything
+        raise UserError(f"task {task.name} has {len(rows)} records: at most {len(rows) // 2} clients of 2 examples each, "
+                        f"not --clients {n}")
     if options.get("key") is not None and rows and options["key"] not in rows[0]:
         raise UserError(f"task {task.name}: partition key {options['key']!r} is not a field of the records")
     groups = PARTITIONERS[kind](task, rows, n, seed, **options)

@@ -15,6 +15,7 @@ import tempfile
 
 import torch
 
+from pflbench.errors import UserError
 from pflbench.models import LoadedModel, ModelSource, Progress, cache_dir
 
 VERSION = "tiny-v1"
@@ -141,8 +142,12 @@ def _load_cached(version: str, builder, progress: Progress | None, name: str = "
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    try:
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    except Exception as exc:  # a truncated or edited cache file: say which folder to delete
+        raise UserError(f"the cached model {name} in {path} cannot be read ({type(exc).__name__}); "
+                        f"delete that folder and it is rebuilt on the next run") from None
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(path))
 
 

@@ -165,16 +165,42 @@ def _atomic_write(path: Path, text: str) -> None:
 def read_record(run_dir: Path | str) -> dict[str, Any] | None:
     """The finished record in ``run_dir``, or None (no record, unreadable, another schema)."""
     try:
-        rec = json.loads((Path(run_dir) / "record.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return check_record(json.loads((Path(run_dir) / "record.json").read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError):
         return None
-    return rec if isinstance(rec, dict) and rec.get("schema") == SCHEMA else None
 
 
-def load_records(results_dir: Path | str) -> list[dict[str, Any]]:
-    """Every finished run record under ``results_dir`` (any depth), in path order."""
-    records = (read_record(path.parent) for path in sorted(Path(results_dir).rglob("record.json")))
-    return [r for r in records if r is not None]
+REQUIRED = {"run_id": str, "spec": dict, "task": dict, "rounds": list, "summary": dict, "reference": dict}
+
+
+def check_record(rec: Any) -> dict[str, Any]:
+    """``rec`` if it has the shape tables read (schema, run id, spec, rounds, summary, ...),
+    else ValueError saying what is wrong."""
+    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} record")
+    for key, kind in REQUIRED.items():
+        if not isinstance(rec.get(key), kind):
+            raise ValueError(f"field {key!r} is missing or not a {kind.__name__}")
+    for key in ("task", "method", "seed"):
+        if key not in rec["spec"]:
+            raise ValueError(f"spec lacks {key!r}")
+    if not isinstance(rec["summary"].get("score"), (int, float)):
+        raise ValueError("summary has no numeric score")
+    return rec
+
+
+def load_records(results_dir: Path | str, warn=None) -> list[dict[str, Any]]:
+    """Every finished run record under ``results_dir`` (any depth), in path order. A record
+    that cannot be read or has the wrong shape is skipped; ``warn(message)`` hears which."""
+    out = []
+    for path in sorted(Path(results_dir).rglob("record.json")):
+        try:
+            out.append(check_record(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            if warn is not None:
+                reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc).splitlines()[0][:120]
+                warn(f"warning: skipped {path}: {reason}")
+    return out
 
 
 def strip_timing(obj: Any) -> Any:

@@ -109,7 +109,11 @@ class TrainedReward(_ClassifierReward):
 
         if not (self.path / "pflbench.json").exists():
             train_reward_model(self, progress)
-        self.model, self.tokenizer, self.meta = load_classifier(self.path)
+        try:
+            self.model, self.tokenizer, self.meta = load_classifier(self.path)
+        except Exception as exc:  # a truncated or edited cache: say which folder to delete
+            raise UserError(f"the cached reward model {self.name} in {self.path} cannot be read ({type(exc).__name__}); "
+                            f"delete that folder and it is retrained on next use") from None
         return self
 
     def points(self, prompts, responses):
