@@ -92,17 +92,17 @@ class _Progress:
 
 
 def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-          batch_size, lr, seed, eval_every, opt) -> RunSpec:
+          batch_size, lr, seed, eval_every, opt, device) -> RunSpec:
     """The resolved spec: a flag given wins, then the task card's defaults, then the method's
     learning rate, then the suite's defaults (None: the flag was not given)."""
     return resolve_spec(
         method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
-        lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []),
+        lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []), device=device,
     )
 
 
-def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool, label: str | None = None,
+def _execute(spec: RunSpec, results_dir: Path, quiet: bool, label: str | None = None,
              force: bool = False) -> dict[str, Any]:
     """Run a spec into RESULTS_DIR: a finished run is kept and returned (``force``: run it
     again; the old record is replaced only when the new run finishes); an interrupted one
@@ -120,7 +120,7 @@ def _execute(spec: RunSpec, results_dir: Path, device: str, quiet: bool, label: 
         _err(f"[{label}] resuming the interrupted run in {partial} from its last finished round")
     progress = _Progress(label, spec.rounds, quiet)
     try:
-        return run(spec, results_dir, device=device, progress=progress.build, on_round=progress.round)
+        return run(spec, results_dir, progress=progress.build, on_round=progress.round)
     except KeyboardInterrupt:
         _err(f"interrupted: finished rounds are kept in {partial}; the same command resumes the run")
         raise typer.Exit(130)
@@ -169,8 +169,8 @@ def run(
 
     _use_data_dir(data_dir)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-                 batch_size, lr, seed, eval_every, opt)
-    record = _execute(spec, results_dir, device, quiet=False, force=force)
+                 batch_size, lr, seed, eval_every, opt, device)
+    record = _execute(spec, results_dir, quiet=False, force=force)
     if as_json:
         print(dumps(record, sort_keys=True))
         return
@@ -251,10 +251,10 @@ def bench(
     options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
-              lr, seed, eval_every, options[name])
+              lr, seed, eval_every, options[name], device)
         for seed in parse_seeds(seeds) for name in names
     ]
-    records = [_execute(spec, results_dir, device, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
+    records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
                         force=force) for i, spec in enumerate(specs, 1)]
     if as_json:
         print(dumps(records, sort_keys=True))

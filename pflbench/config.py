@@ -39,6 +39,10 @@ class RunSpec:
     seed: int = 0
     eval_every: int = 0  # 0: evaluate after the last round only
     method_options: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"  # where it trains (cpu, cuda, cuda:N): results may differ across devices
+    # what else changes a result, filled by ``resolve_spec``: the suite's version, the method's
+    # package, version and code, the data actually read (see README, "Results schema")
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("clients", "clients_per_round", "rounds", "local_steps", "batch_size"):
@@ -60,6 +64,7 @@ class RunSpec:
             raise UserError(f"--seed must be non-negative, got {self.seed}")
         # canonical, immutable-looking copy of the options
         object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
+        object.__setattr__(self, "provenance", dict(sorted(self.provenance.items())))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,9 +105,39 @@ def resolve_spec(**given: Any) -> RunSpec:
     flags = {k: v for k, v in given.items() if v is not None}
     task = resolve_task(flags.get("task", RunSpec.task))
     values = {**task.defaults, **flags}
+    method = registry.methods.get(values.get("method", RunSpec.method))
     if values.get("lr") is None:
-        values["lr"] = registry.methods.get(values.get("method", RunSpec.method)).default_lr
+        values["lr"] = method.default_lr
+    if values.get("device") == "auto":
+        import torch
+
+        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    values["provenance"] = provenance(values.get("method", RunSpec.method), method, task)
     return RunSpec(**values)
+
+
+def provenance(name: str, method: Any, task: Any) -> dict[str, str]:
+    """The suite's version; the method's package, its version and a hash of its module's
+    source (editing a plugin changes the run id); the data the task reads."""
+    import hashlib
+    import inspect
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    from pflbench import __version__, registry
+    from pflbench.data.sources import fingerprint
+
+    package = registry.methods.entries()[name].package
+    try:
+        package_version = version(package)
+    except PackageNotFoundError:
+        package_version = "?"
+    try:
+        code = hashlib.sha256(Path(inspect.getfile(method)).read_bytes()).hexdigest()[:12]
+    except (OSError, TypeError):
+        code = "?"
+    return {"pflbench": __version__, "method": f"{package}=={package_version} code:{code}",
+            "data": fingerprint(task.name, task.source, Path(task.origin).parent if task.origin else None)}
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

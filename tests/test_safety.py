@@ -257,3 +257,26 @@ def test_bad_channel_cards_are_one_line(cli, tmp_path, change, words):
     path.write_text(yaml.safe_dump({**card, **change}))
     code, _, err = cli("channel", "show", str(path))
     assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and words in err, err
+
+
+def test_the_run_id_covers_versions_code_data_and_device(tmp_path, monkeypatch):
+    import hashlib
+    import inspect
+
+    from pflbench import __version__, registry
+    from pflbench.config import resolve_spec
+
+    spec = resolve_spec(method="fedavg-lora")
+    module = Path(inspect.getfile(registry.methods.get("fedavg-lora")))
+    assert spec.provenance["pflbench"] == __version__
+    assert spec.provenance["method"].startswith("pflbench==") and hashlib.sha256(module.read_bytes()).hexdigest()[:12] in spec.provenance["method"]
+    assert resolve_spec(method="fedavg-lora", device="cuda").run_id != spec.run_id
+    ids = set()
+    for content in ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b", "rejected": "\\n\\nHuman: a\\n\\nAssistant: c"}\n',
+                    '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: d", "rejected": "\\n\\nHuman: a\\n\\nAssistant: c"}\n'):
+        (tmp_path / "hh-rlhf.jsonl").write_text(content * 50)
+        monkeypatch.setenv("PFLBENCH_DATA_DIR", str(tmp_path))
+        with_copy = resolve_spec(task="hh-rlhf")
+        assert with_copy.provenance["data"].startswith("file:")
+        ids.add(with_copy.run_id)
+    assert len(ids) == 2  # another copy of the data, another run

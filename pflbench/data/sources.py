@@ -104,15 +104,50 @@ def load_hub(card_name: str, source: dict[str, Any]) -> list[dict[str, Any]]:
     return list(ds)
 
 
+def _file_path(source: dict[str, Any], card_dir: Path | None) -> Path:
+    path = Path(source["file"]).expanduser()
+    return card_dir / path if not path.is_absolute() and card_dir is not None else path
+
+
+def _content_hash(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(card_name: str, source: dict[str, Any], card_dir: Path | None = None) -> str:
+    """What data a run reads, for its run id: a local file's (or ``--data-dir`` copy's)
+    content hash; the hub dataset's name (its revision is not pinned); a data package's
+    version; a generator and its options (its code is the suite's version)."""
+    kind = source_kind(source)
+    try:
+        if kind == "hf":
+            copy = local_copy(card_name)
+            return f"file:{_content_hash(copy)}" if copy is not None else f"hub:{source['hf']}"
+        if kind == "file":
+            return f"file:{_content_hash(_file_path(source, card_dir))}"
+    except OSError:
+        return "unreadable"  # loading the data will say why, in one line
+    if kind == "package":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"package:{source['package']}=={version(source['package'])}"
+        except PackageNotFoundError:
+            return f"package:{source['package']}"
+    return "generator:" + ",".join(f"{k}={v}" for k, v in sorted(source.items()))
+
+
 def load_records(card_name: str, source: dict[str, Any], card_dir: Path | None = None) -> list[dict[str, Any]]:
     kind = source_kind(source)
     if kind == "hf":
         return load_hub(card_name, source)
     if kind == "file":
-        path = Path(source["file"]).expanduser()
-        if not path.is_absolute() and card_dir is not None:
-            path = card_dir / path
-        return load_file(path)
+        return load_file(_file_path(source, card_dir))
     if kind == "package":
         from pflbench.data.packages import PACKAGES
 

@@ -69,11 +69,11 @@ def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec]:
     return method, resolve_task(spec.task), resolve_channel(spec.channel), make_codec(spec.codec)
 
 
-def resolve(spec: RunSpec, device: str = "cpu", progress: Progress | None = None,
+def resolve(spec: RunSpec, progress: Progress | None = None,
             components: tuple[Method, Task, Channel, Codec] | None = None) -> Experiment:
     method, task, channel, codec = components or resolve_components(spec)
+    dev = _device(spec.device)  # before the model loads: a typo costs nothing
     loaded = load_model(spec.model, progress)
-    dev = _device(device)
     clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
     if task.kind == "reward":
         task.load_rewards(progress, dev)
@@ -119,7 +119,7 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
         raise ValueError(f"method {method!r} declared parameters both shared and private: {sorted(both)[:3]}")
 
 
-def run(spec: RunSpec, results_dir: Path | str | None = None, *, device: str = "cpu",
+def run(spec: RunSpec, results_dir: Path | str | None = None, *,
         progress: Progress | None = None, on_round: RoundHook | None = None) -> dict[str, Any]:
     """Run one experiment; return its record (and write it under ``results_dir``: see
     ``pflbench.results.record``). An interrupted run of the same spec in ``results_dir``
@@ -128,7 +128,7 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *, device: str = "
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     try:
-        exp = resolve(spec, device, progress, components)
+        exp = resolve(spec, progress, components)
         return Runner(exp, writer, on_round).run(t_start)
     finally:
         if writer is not None:
