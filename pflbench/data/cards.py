@@ -11,6 +11,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
 from pflbench.data.task import Task
 from pflbench.errors import UserError
 from pflbench.registry import Entry
@@ -24,6 +28,54 @@ OPTIONAL = ("text", "prompt", "reference", "rejected", "fields", "labels", "labe
 INTS = ("min_examples", "max_train_examples", "max_test_examples", "max_length", "max_new_tokens", "group_size")
 REWARD_ONLY = ("rewards", "mixture", "conflict_field", "temperature", "group_size")
 
+Name = Annotated[str, Strict(), Field(min_length=1)]
+Count = Annotated[int, Strict(), Field(gt=0)]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+class CardTypes(BaseModel):
+    """The type of every task-card field (pydantic), checked before anything reads them;
+    the rules between fields follow in ``parse_card``."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Name
+    kind: Name
+    description: Annotated[str, Strict()]
+    source: dict[str, Any]
+    metric: Name
+    partition: Any  # each partitioner's own schema: pflbench.data.partition.OPTIONS
+    text: Annotated[str, Strict()] | None = None
+    prompt: Annotated[str, Strict()] | None = None
+    reference: Annotated[str, Strict()] | None = None
+    rejected: Annotated[str, Strict()] | None = None
+    fields: dict[Name, Name] | None = None
+    labels: list[Annotated[str, Strict()] | Annotated[int, Strict()]] | None = None
+    label_field: Name | None = None
+    split_field: Name | None = None
+    preprocess: Name | None = None
+    defaults: dict[str, Any] | None = None
+    test_fraction: Annotated[float, Strict(), Field(gt=0, lt=1)] | None = None
+    min_examples: Count | None = None
+    max_train_examples: Count | None = None
+    max_test_examples: Count | None = None
+    max_length: Count | None = None
+    max_new_tokens: Count | None = None
+    rewards: dict[Name, Name] | None = None
+    mixture: dict[str, Any] | None = None
+    conflict_field: Name | None = None
+    temperature: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)] | None = None
+    group_size: Annotated[int, Strict(), Field(ge=2)] | None = None
+
+
+def _check_types(data: dict[str, Any], where: str) -> None:
+    try:
+        CardTypes(**{str(k): v for k, v in data.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        got = repr(err.get("input"))
+        raise UserError(f"{where}: {field}: {err['msg']} (got {got[:60]})") from None
+
 
 def parse_card(data: Any, where: str, origin: str = "") -> Task:
     from pflbench.data.partition import normalize
@@ -36,9 +88,10 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise UserError(f"{where} lacks required field(s): {', '.join(missing)}")
-    unknown = sorted(set(data) - set(REQUIRED) - set(OPTIONAL))
+    unknown = sorted(map(str, set(data) - set(REQUIRED) - set(OPTIONAL)))
     if unknown:
         raise UserError(f"{where} has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(REQUIRED + OPTIONAL)}")
+    _check_types(data, where)
     if data["kind"] not in KINDS:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {data['kind']!r}")
     if data["metric"] not in METRICS:
