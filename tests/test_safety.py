@@ -280,3 +280,41 @@ def test_the_run_id_covers_versions_code_data_and_device(tmp_path, monkeypatch):
         assert with_copy.provenance["data"].startswith("file:")
         ids.add(with_copy.run_id)
     assert len(ids) == 2  # another copy of the data, another run
+
+
+def test_a_broken_jsonl_line_is_one_line_naming_it(cli, tmp_path):
+    import yaml
+
+    rows = [json.dumps({"question": f"q{i}", "answer": f"a{i}"}) for i in range(40)]
+    rows[17] = '{"question": "broken'
+    (tmp_path / "d.jsonl").write_text("\n".join(rows) + "\n")
+    card = {"name": "jl", "kind": "instruction", "description": "d", "source": {"file": "d.jsonl"}, "prompt": "{question}",
+            "reference": " {answer}", "partition": {"iid": {}}, "metric": "exact-match"}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    code, _, err = cli("task", "show", str(tmp_path / "card.yaml"))
+    assert code == 2 and err.count("\n") == 1 and "line 18 is not valid JSON" in err, err
+
+
+def test_a_full_disk_at_the_end_is_one_line_and_keeps_the_finished_rounds(cli, tmp_path, monkeypatch):
+    import errno
+
+    import pflbench.results.record as record_module
+
+    real = record_module._atomic_write
+
+    def full(path, text):
+        if path.name == "record.json":
+            (path.with_suffix(".json.tmp")).write_text(text[: len(text) // 2])  # what a full disk leaves
+            (path.with_suffix(".json.tmp")).unlink()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(record_module, "_atomic_write", full)
+    code, _, err = cli("run", "--rounds", "2", *RUN, "--results-dir", str(tmp_path))
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: cannot write the finished record")
+    assert "No space left on device" in err
+    partial = next(tmp_path.glob("*.partial"))
+    assert (partial / CHECKPOINT).exists() and not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.setattr(record_module, "_atomic_write", real)
+    code, _, err = cli("run", "--rounds", "2", *RUN, "--results-dir", str(tmp_path))
+    assert code == 0 and "resuming" in err and not partial.exists()

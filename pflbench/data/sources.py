@@ -62,17 +62,41 @@ def load_file(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"data file {path} is a directory")
     if path.stat().st_size == 0:
         raise UserError(f"data file {path} is empty")
+    import logging
+
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its own error lines would double ours
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for a malformed file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        where = _bad_json_line(path) if fmt == "json" else None
+        first = where or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"cannot read data file {path}: {first}") from None
     if len(ds) == 0:
         raise UserError(f"data file {path} holds no records")
     return list(ds)
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """For a JSON Lines file that fails to load: the first line that is not a JSON object."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        if not isinstance(json.loads(line), dict):
+                            return f"line {number} is not a JSON object"
+                    except json.JSONDecodeError as exc:
+                        return f"line {number} is not valid JSON ({exc.msg})"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"not readable as UTF-8 JSON Lines ({type(exc).__name__})"
+    return None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
