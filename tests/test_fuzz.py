@@ -2,6 +2,7 @@
 UserError, never another exception; every codec round trip keeps its promise."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from pflbench.errors import UserError
 from pflbench.federation.codec import Schema, make_codec
 
-FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized, so a CI run is reproducible; PFLBENCH_FUZZ_EXAMPLES=2000 searches longer (and randomly)
+EXAMPLES = int(os.environ.get("PFLBENCH_FUZZ_EXAMPLES", "80"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 80, suppress_health_check=[HealthCheck.too_slow])
 
 # any value a YAML card could hold
 leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),

@@ -238,14 +238,15 @@ def test_unreadable_cards_and_data_files_are_one_line(cli, tmp_path):
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"bandwidth": {"total_hz": 1e7, "share": 0}}, "bandwidth.share must be in (0, 1]"),
-    ({"bandwidth": {"per_client_hz": -5}}, "per_client_hz must be positive"),
-    ({"deadline_s": 0}, "deadline_s must be positive"),
-    ({"deadline_s": -3}, "deadline_s must be positive"),
-    ({"eta": -1}, "eta (the rate efficiency) must be in (0, 1]"),
-    ({"se_max": 0}, "se_max (bit/s/Hz) must be positive"),
+    ({"bandwidth": {"total_hz": 1e7, "share": 0}}, "bandwidth.share: Input should be greater than 0"),
+    ({"bandwidth": {"per_client_hz": -5}}, "bandwidth.per_client_hz: Input should be greater than 0"),
+    ({"deadline_s": 0}, "deadline_s: Input should be greater than 0 s"),
+    ({"deadline_s": -3}, "deadline_s: Input should be greater than 0 s"),
+    ({"eta": -1}, "eta: Input should be greater than 0"),
+    ({"se_max": 0}, "se_max: Input should be greater than 0 bit/s/Hz"),
     ({"p_tx_dbm": ".inf"}, "must be a number"),
     ({"p_tx_dbm": float("inf")}, "must be a finite number"),
+    ({"p_tx_dbm": 3113}, "p_tx_dbm: Input should be less than or equal to 60 dBm"),
 ])
 def test_bad_channel_cards_are_one_line(cli, tmp_path, change, words):
     import yaml

@@ -10,9 +10,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from pflbench.channel.pathloss import PATH_LOSS_MODELS
 from pflbench.channel.wireless import AirCompChannel, WirelessChannel, WirelessParams
-from pflbench.errors import UserError
+from pflbench.errors import UserError, shown
 from pflbench.registry import Entry
 from pflbench.yamlcards import packaged_cards, read_card
 
@@ -34,32 +36,62 @@ def _num(where: str, key: str, value: Any) -> float:
     return out
 
 
-# (field, test, what is allowed): ranges outside which a card describes no working link
-RANGES = (
-    ("bandwidth_share", lambda v: 0 < v <= 1, "bandwidth.share must be in (0, 1]"),
-    ("bandwidth_per_client_hz", lambda v: v > 0, "bandwidth.per_client_hz must be positive"),
-    ("eta", lambda v: 0 < v <= 1, "eta (the rate efficiency) must be in (0, 1]"),
-    ("se_max", lambda v: v > 0, "se_max (bit/s/Hz) must be positive"),
-    ("deadline_s", lambda v: v > 0, "deadline_s must be positive"),
-    ("compute_s_per_step", lambda v: v >= 0, "compute.s_per_step must be >= 0"),
-    ("compute_power_w", lambda v: v >= 0, "compute.power_w must be >= 0"),
-    # physical ranges: outside them a card describes no radio link (and the arithmetic overflows)
-    ("p_tx_dbm", lambda v: -50 <= v <= 60, "p_tx_dbm must be in [-50, 60] dBm"),
-    ("noise_figure_db", lambda v: 0 <= v <= 30, "noise_figure_db must be in [0, 30] dB"),
-    ("margin_db", lambda v: -30 <= v <= 60, "margin_db must be in [-30, 60] dB"),
-    ("gamma_th_db", lambda v: -30 <= v <= 60, "gamma_th_db must be in [-30, 60] dB"),
-    ("r_min", lambda v: 0 <= v <= 1e5, "geometry.r_min must be in [0, 100000] m"),
-    ("r_max", lambda v: 0 < v <= 1e5, "geometry.r_max must be in (0, 100000] m"),
-    ("h_bs", lambda v: 0 <= v <= 1000, "geometry.h_bs must be in [0, 1000] m"),
-    ("h_ut", lambda v: 0 <= v <= 1000, "geometry.h_ut must be in [0, 1000] m"),
-    ("fc_ghz", lambda v: 0.1 <= v <= 100, "path_loss.fc_ghz must be in [0.1, 100] GHz"),
-    ("exponent", lambda v: 1 <= v <= 8, "path_loss.exponent must be in [1, 8]"),
-    ("shadowing_los_db", lambda v: 0 <= v <= 30, "shadowing_db.los must be in [0, 30] dB"),
-    ("shadowing_nlos_db", lambda v: 0 <= v <= 30, "shadowing_db.nlos must be in [0, 30] dB"),
-    ("bandwidth_hz", lambda v: 0 <= v <= 1e11, "bandwidth.total_hz must be in [0, 1e11] Hz"),
-    ("truncation", lambda v: 0 <= v < 1, "aircomp.truncation must be in [0, 1)"),
-    ("receive_snr_db", lambda v: -30 <= v <= 100, "aircomp.receive_snr_db must be in [-30, 100] dB"),
-)
+def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False, unit: str = ""):
+    kw: dict[str, Any] = {"allow_inf_nan": False}
+    if lo is not None:
+        kw["gt" if lo_open else "ge"] = lo
+    if hi is not None:
+        kw["lt" if hi_open else "le"] = hi
+    return Field(None, **kw, description=unit)
+
+
+class ChannelRanges(BaseModel):
+    """The allowed range of every number of a channel card (pydantic): outside them a card
+    describes no working radio link, or the link budget overflows."""
+
+    model_config = ConfigDict(extra="ignore")
+    bandwidth_share: float | None = _range(0, 1, lo_open=True)
+    bandwidth_per_client_hz: float | None = _range(0, 1e11, lo_open=True, unit="Hz")
+    bandwidth_hz: float | None = _range(0, 1e11, unit="Hz")
+    eta: float | None = _range(0, 1, lo_open=True)
+    se_max: float | None = _range(0, 100, lo_open=True, unit="bit/s/Hz")
+    deadline_s: float | None = _range(0, 1e7, lo_open=True, unit="s")
+    compute_s_per_step: float | None = _range(0, 1e5, unit="s")
+    compute_power_w: float | None = _range(0, 1e4, unit="W")
+    p_tx_dbm: float | None = _range(-50, 60, unit="dBm")
+    noise_figure_db: float | None = _range(0, 30, unit="dB")
+    margin_db: float | None = _range(-30, 60, unit="dB")
+    gamma_th_db: float | None = _range(-30, 60, unit="dB")
+    r_min: float | None = _range(0, 1e5, unit="m")
+    r_max: float | None = _range(0, 1e5, lo_open=True, unit="m")
+    h_bs: float | None = _range(0, 1000, unit="m")
+    h_ut: float | None = _range(0, 1000, unit="m")
+    fc_ghz: float | None = _range(0.1, 100, unit="GHz")
+    exponent: float | None = _range(1, 8)
+    shadowing_los_db: float | None = _range(0, 30, unit="dB")
+    shadowing_nlos_db: float | None = _range(0, 30, unit="dB")
+    truncation: float | None = _range(0, 1, hi_open=True)
+    receive_snr_db: float | None = _range(-30, 100, unit="dB")
+
+
+# card field names, for messages (the parameters are named after the physics)
+CARD_NAMES = {"bandwidth_share": "bandwidth.share", "bandwidth_per_client_hz": "bandwidth.per_client_hz",
+              "bandwidth_hz": "bandwidth.total_hz", "compute_s_per_step": "compute.s_per_step",
+              "compute_power_w": "compute.power_w", "r_min": "geometry.r_min", "r_max": "geometry.r_max",
+              "h_bs": "geometry.h_bs", "h_ut": "geometry.h_ut", "fc_ghz": "path_loss.fc_ghz", "exponent": "path_loss.exponent",
+              "shadowing_los_db": "shadowing_db.los", "shadowing_nlos_db": "shadowing_db.nlos",
+              "truncation": "aircomp.truncation", "receive_snr_db": "aircomp.receive_snr_db"}
+
+
+def _check_ranges(params: WirelessParams, where: str) -> None:
+    try:
+        ChannelRanges(**{f: getattr(params, f) for f in ChannelRanges.model_fields})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0])
+        unit = ChannelRanges.model_fields[field].description
+        raise UserError(f"{where}: {CARD_NAMES.get(field, field)}: {err['msg']}{' ' + unit if unit else ''} "
+                        f"(got {err.get('input')!r})") from None
 
 
 def params_from_card(data: Any, where: str) -> WirelessParams:
@@ -68,7 +100,7 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
     missing = [k for k in ("name", "kind", "description", "path_loss", "bandwidth") if k not in data]
     if missing:
         raise UserError(f"{where} lacks required field(s): {', '.join(missing)}")
-    unknown = sorted(set(data) - SECTIONS)
+    unknown = sorted(shown(k) for k in set(data) - SECTIONS)
     if unknown:
         raise UserError(f"{where} has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SECTIONS))}")
     if not isinstance(data["kind"], str) or data["kind"] not in KINDS:
@@ -86,9 +118,9 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
         block = sub(section)
         if not isinstance(block, dict):
             raise UserError(f"{where}: {section} must be a mapping")
-        extra = sorted(set(block) - set(mapping) - ({"model"} if section == "path_loss" else set()))
+        extra = sorted(set(block) - set(mapping) - ({"model"} if section == "path_loss" else set()), key=str)
         if extra:
-            raise UserError(f"{where}: unknown key(s) {', '.join(extra)} in {section}; allowed: {', '.join(mapping)}")
+            raise UserError(f"{where}: unknown key(s) {', '.join(map(shown, extra))} in {section}; allowed: {', '.join(mapping)}")
         for key, field in mapping.items():
             if key in block and block[key] is not None:
                 out[field] = _num(where, f"{section}.{key}", block[key])
@@ -116,10 +148,7 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
         raise UserError(f"{where}: sources must map a field to where its value comes from")
     out["source"] = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
     params = WirelessParams(**out)
-    for field, ok, allowed in RANGES:
-        value = getattr(params, field, None)
-        if value is not None and not ok(value):
-            raise UserError(f"{where}: {allowed}, got {value:g}")
+    _check_ranges(params, where)
     if not 0 <= params.r_min < params.r_max:
         raise UserError(f"{where}: geometry needs 0 <= r_min < r_max")
     if not (params.bandwidth_per_client_hz or params.bandwidth_hz > 0):

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from pflbench.data.task import Task
-from pflbench.errors import UserError
+from pflbench.errors import UserError, shown
 from pflbench.registry import Entry
 from pflbench.yamlcards import packaged_cards, read_card
 
@@ -72,7 +72,7 @@ def _check_types(data: dict[str, Any], where: str) -> None:
         CardTypes(**{str(k): v for k, v in data.items()})
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
+        field = ".".join(shown(x) for x in err["loc"])
         got = repr(err.get("input"))
         raise UserError(f"{where}: {field}: {err['msg']} (got {got[:60]})") from None
 
@@ -88,7 +88,7 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise UserError(f"{where} lacks required field(s): {', '.join(missing)}")
-    unknown = sorted(map(str, set(data) - set(REQUIRED) - set(OPTIONAL)))
+    unknown = sorted(shown(k) for k in set(data) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
         raise UserError(f"{where} has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(REQUIRED + OPTIONAL)}")
     _check_types(data, where)
@@ -160,7 +160,7 @@ def _check_template(template: Any, key: str, where: str) -> None:
         raise UserError(f"{where}: {key} is not a valid template ({exc}); write literal braces as {{{{ and }}}}") from None
     bad = [f for f in fields if not f or f.split("[")[0].split(".")[0].isdigit()]
     if bad:
-        raise UserError(f"{where}: {key} uses a positional field {{{bad[0]}}}; name a field of the records, e.g. {{question}}")
+        raise UserError(f"{where}: {key} uses a positional field {{{shown(bad[0])}}}; name a field of the records, e.g. {{question}}")
 
 
 def _check_reward_card(data: dict[str, Any], where: str) -> None:
@@ -192,7 +192,7 @@ def _card_defaults(data: Any, where: str) -> dict[str, Any]:
 
     if not isinstance(data, dict):
         raise UserError(f"{where}: defaults must be a mapping, e.g. {{lr: 0.005, rounds: 10}}")
-    unknown = sorted(set(data) - set(CARD_DEFAULTS))
+    unknown = sorted(shown(k) for k in set(data) - set(CARD_DEFAULTS))
     if unknown:
         raise UserError(f"{where}: defaults has unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(CARD_DEFAULTS)}")
     out = {}

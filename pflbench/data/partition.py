@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pflbench.errors import UserError
+from pflbench.errors import UserError, shown
 
 PART_TAG = 0x7A5C
 
@@ -133,7 +133,7 @@ def normalize(spec: Any) -> tuple[str, dict]:
         return kind, OPTIONS[kind](**options).model_dump()
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "options"
+        field = ".".join(shown(x) for x in err["loc"]) or "options"
         allowed = ", ".join(OPTIONS[kind].model_fields) or "none"
         raise UserError(f"partition {kind}: {field}: {err['msg']} (got {err.get('input')!r}; options: {allowed})") from None
 
