@@ -30,40 +30,6 @@ class HalfLoRA(Method):
 '''
 
 
-def test_plugin_installed_with_pip_is_listed_and_runs(tmp_path):
-    src = tmp_path / "src"
-    (src / "halflora").mkdir(parents=True)
-    (src / "halflora" / "__init__.py").write_text(PLUGIN)
-    (src / "pyproject.toml").write_text(textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "halflora"
-        version = "0.1"
-        [project.entry-points."pflbench.methods"]
-        half-lora = "halflora:HalfLoRA"
-    """))
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(src)], check=True)
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    cmd = [sys.executable, "-m", "pflbench.cli"]
-
-    listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True, check=True)
-    assert "half-lora" in {r["name"] for r in json.loads(listed.stdout)}
-
-    ran = subprocess.run(cmd + ["run", "--method", "half-lora", "--opt", "rank=2", "--clients", "3", "--clients-per-round", "2",
-                                "--rounds", "2", "--local-steps", "2", "--results-dir", str(tmp_path / "r"), "--json"],
-                         env=env, capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stderr
-    rec = json.loads(ran.stdout)
-    # 4 layers x q x (A: 2x96 + B: 96x2) shared; the same for v, private
-    assert rec["model"]["shared_parameters"] == 4 * (2 * 96 + 96 * 2)
-    assert rec["model"]["private_parameters"] == 4 * (2 * 96 + 96 * 2)
-    assert rec["rounds"][0]["uplink_bytes"] == 2 * (16 + 4 * rec["model"]["shared_parameters"])
-
-
 def _install(tmp_path, name: str, module: str, entry_points: str) -> str:
     src = tmp_path / f"src-{name}"
     (src / name).mkdir(parents=True)
@@ -81,6 +47,25 @@ def _install(tmp_path, name: str, module: str, entry_points: str) -> str:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(src)], check=True)
     return str(site)
+
+
+def test_plugin_installed_with_pip_is_listed_and_runs(tmp_path):
+    site = _install(tmp_path, "halflora", PLUGIN, 'half-lora = "halflora:HalfLoRA"\n')
+    env = {**os.environ, "PYTHONPATH": site}
+    cmd = [sys.executable, "-m", "pflbench.cli"]
+
+    listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True, check=True)
+    assert "half-lora" in {r["name"] for r in json.loads(listed.stdout)}
+
+    ran = subprocess.run(cmd + ["run", "--method", "half-lora", "--opt", "rank=2", "--clients", "3", "--clients-per-round", "2",
+                                "--rounds", "2", "--local-steps", "2", "--results-dir", str(tmp_path / "r"), "--json"],
+                         env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    rec = json.loads(ran.stdout)
+    # 4 layers x q x (A: 2x96 + B: 96x2) shared; the same for v, private
+    assert rec["model"]["shared_parameters"] == 4 * (2 * 96 + 96 * 2)
+    assert rec["model"]["private_parameters"] == 4 * (2 * 96 + 96 * 2)
+    assert rec["rounds"][0]["uplink_bytes"] == 2 * (16 + 4 * rec["model"]["shared_parameters"])
 
 
 def test_a_broken_plugin_or_a_stolen_name_is_one_line_and_the_rest_works(tmp_path):

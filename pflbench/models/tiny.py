@@ -66,22 +66,37 @@ def build(target, progress: Progress | None = None) -> None:
     gen = torch.Generator().manual_seed(SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / PRETRAIN_STEPS))
-    model.train()
-    for step in range(PRETRAIN_STEPS):
+
+    def batch():
         starts = torch.randint(0, len(stream) - BLOCK - 1, (PRETRAIN_BATCH,), generator=gen)
-        batch = torch.stack([stream[s : s + BLOCK] for s in starts])
-        loss = model(input_ids=batch, labels=batch).loss
+        ids_ = torch.stack([stream[s : s + BLOCK] for s in starts])
+        return {"input_ids": ids_, "labels": ids_}
+
+    loss = _train(model, batch, opt, PRETRAIN_STEPS, "pretraining the tiny model (first run only)", progress, sched)
+    _save(model, tokenizer, target, {"version": VERSION, "final_loss": loss, "tokens": len(ids)})
+
+
+def _train(model, batch, opt, steps: int, label: str, progress: Progress | None, sched=None) -> float:
+    """``steps`` steps of ``opt`` on ``batch()`` with gradient clipping at 1; the last loss."""
+    model.train()
+    for step in range(steps):
+        loss = model(**batch()).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         opt.zero_grad(set_to_none=True)
         if progress and (step + 1) % 10 == 0:
-            progress("pretraining the tiny model (first run only)", step + 1, PRETRAIN_STEPS)
+            progress(label, step + 1, steps)
     model.eval()
+    return loss.item()
+
+
+def _save(model, tokenizer, target, meta: dict) -> None:
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
-    (target / "pflbench.json").write_text(json.dumps({"version": VERSION, "final_loss": loss.item(), "tokens": len(ids)}))
+    (target / "pflbench.json").write_text(json.dumps(meta))
 
 
 CHAT_VERSION = "tiny-chat-v1"
@@ -106,21 +121,13 @@ def build_chat(target, progress: Progress | None = None) -> None:
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=CHAT_LR, weight_decay=0.0)
-    model.train()
-    for step in range(CHAT_STEPS):
+
+    def batch():
         idx = torch.randint(0, len(demos), (CHAT_BATCH,), generator=gen).tolist()
-        loss = model(**lm_batch([demos[i] for i in idx], tokenizer.pad_token_id)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if progress and (step + 1) % 10 == 0:
-            progress("tuning tiny-chat on demonstrations (first run only)", step + 1, CHAT_STEPS)
-    model.eval()
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-    (target / "pflbench.json").write_text(json.dumps({"version": CHAT_VERSION, "base": VERSION, "final_loss": loss.item(),
-                                                      "demonstrations": len(demos)}))
+        return lm_batch([demos[i] for i in idx], tokenizer.pad_token_id)
+
+    loss = _train(model, batch, opt, CHAT_STEPS, "tuning tiny-chat on demonstrations (first run only)", progress)
+    _save(model, tokenizer, target, {"version": CHAT_VERSION, "base": VERSION, "final_loss": loss, "demonstrations": len(demos)})
 
 
 def _load_cached(version: str, builder, progress: Progress | None, name: str = "tiny") -> LoadedModel:

@@ -8,11 +8,14 @@ from typing import Any
 from pflbench.errors import UserError
 
 
-def save_figure(fig, title: str, path: Path) -> None:
+def save_figure(fig, title: str, path: Path, tight: bool = True) -> None:
+    """Write ``fig`` as a PNG (one line on failure) and close it; ``tight=False`` keeps a
+    layout already set (a colorbar beside the panels)."""
     import matplotlib.pyplot as plt
 
     fig.suptitle(title)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     try:
         fig.savefig(path, dpi=100)
     except OSError as exc:
@@ -73,10 +76,4 @@ def reward_scatter(records: list[dict[str, Any]], path: Path) -> None:
     axes[0][0].set_ylabel(f"{roles[1]} (points)")
     fig.colorbar(sc, ax=axes[0].tolist(), label=f"client's weight on {roles[0]}")
     tasks = sorted({r["task"]["name"] for r in records if r.get("task", {}).get("kind") == "reward"})
-    fig.suptitle(f"{', '.join(tasks)}: each client's rewards (every seed)")
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, f"{', '.join(tasks)}: each client's rewards (every seed)", path, tight=False)
