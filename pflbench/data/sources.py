@@ -13,6 +13,7 @@ Every source yields a list of dict records.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -134,6 +135,14 @@ def _file_path(source: dict[str, Any], card_dir: Path | None) -> Path:
 
 
 def _content_hash(path: Path) -> str:
+    stat = path.stat()
+    return _hash_file(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, once per (path, size, modification time) in a process: a bench
+    resolves many specs over the same data."""
     import hashlib
 
     digest = hashlib.sha256()

@@ -184,9 +184,9 @@ class Runner:
             )
             result = exp.method.local_update(ctx)
             compute_s += ctx.compute_s
-            delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
-            self._check_finite(r, c, result.train_loss if ctx.compute_s > 0 else 0.0, delta, lr)
+            self._check_finite(r, c, result.train_loss if ctx.compute_s > 0 else 0.0, lr)
             if len(self.schema):
+                delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
                 payloads.append(exp.codec.encode(delta, self.schema, self.codec_memory.setdefault(c, {})))
             else:
                 payloads.append(b"")  # nothing shared: nothing sent
@@ -232,7 +232,8 @@ class Runner:
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1}
         return rec
 
-    def _check_finite(self, r: int, c: int, loss: float, delta: dict[str, torch.Tensor], lr: float) -> None:
+    def _check_finite(self, r: int, c: int, loss: float, lr: float) -> None:
+        """A non-finite loss or trained tensor stops the run (``Diverged``)."""
         exp = self.exp
         bad = [n for n in exp.parts.shared + exp.parts.private if not bool(torch.isfinite(self.params[n]).all())]
         if math.isfinite(loss) and not bad:
