@@ -162,11 +162,19 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+UNREADABLE = (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError)  # what reading a record may raise
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The record in ``path``, checked (``check_record``); raises one of ``UNREADABLE``."""
+    return check_record(json.loads(path.read_text(encoding="utf-8")))
+
+
 def read_record(run_dir: Path | str) -> dict[str, Any] | None:
     """The finished record in ``run_dir``, or None (no record, unreadable, another schema)."""
     try:
-        return check_record(json.loads((Path(run_dir) / "record.json").read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError):
+        return _read(Path(run_dir) / "record.json")
+    except UNREADABLE:
         return None
 
 
@@ -195,8 +203,8 @@ def load_records(results_dir: Path | str, warn=None) -> list[dict[str, Any]]:
     out = []
     for path in sorted(Path(results_dir).rglob("record.json")):
         try:
-            out.append(check_record(json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            out.append(_read(path))
+        except UNREADABLE as exc:
             if warn is not None:
                 reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc).splitlines()[0][:120]
                 warn(f"warning: skipped {path}: {reason}")
