@@ -1,5 +1,5 @@
 from pflbench.methods import Method, Parts
-from pflbench.models.adapters import LoraOptions, add_lora
+from pflbench.models.adapters import LoraOptions
 
 
 class FedAvgLoRA(Method):
@@ -11,4 +11,4 @@ class FedAvgLoRA(Method):
 
     def prepare(self, model):
         o = self.options
-        return Parts(shared=add_lora(model, "global", o.rank, o.alpha, o.targets))
+        return Parts(shared=o.lora(model, "global"))

@@ -1,5 +1,5 @@
 from pflbench.methods import Method, Parts
-from pflbench.models.adapters import LoraOptions, add_lora
+from pflbench.models.adapters import LoraOptions
 
 
 class LocalOnly(Method):
@@ -11,4 +11,4 @@ class LocalOnly(Method):
 
     def prepare(self, model):
         o = self.options
-        return Parts(shared=[], private=add_lora(model, "local", o.rank, o.alpha, o.targets))
+        return Parts(shared=[], private=o.lora(model, "local"))

@@ -183,17 +183,28 @@ class AirCompChannel(WirelessChannel):
         return outcomes, airtime if any(o.status == DELIVERED for o in outcomes) else 0.0
 
     def combine(self, updates, rng):
+        import torch
+
         from pflbench.methods.base import Update
 
         if not updates:
             return updates
         total = sum(u.num_samples for u in updates)
-        names = list(updates[0].delta)
-        mean = {n: sum(u.delta[n] * (u.num_samples / total) for u in updates) for n in names}
-        power = sum(float((t.double() ** 2).sum()) for t in mean.values()) / max(sum(t.numel() for t in mean.values()), 1)
-        sigma = math.sqrt(power / 10 ** (self.p.receive_snr_db / 10))
-        import torch
 
+        def superpose(field: str) -> dict:
+            # each tensor: the sample-weighted mean over the updates that carry it
+            names = list(dict.fromkeys(n for u in updates for n in getattr(u, field)))
+            out = {}
+            for n in names:
+                carrying = [u for u in updates if n in getattr(u, field)]
+                weight = sum(u.num_samples for u in carrying)
+                out[n] = sum(getattr(u, field)[n] * (u.num_samples / weight) for u in carrying)
+            return out
+
+        mean, messages = superpose("delta"), superpose("messages")
+        values = [*mean.values(), *messages.values()]
+        power = sum(float((t.double() ** 2).sum()) for t in values) / max(sum(t.numel() for t in values), 1)
+        sigma = math.sqrt(power / 10 ** (self.p.receive_snr_db / 10))
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        noisy = {n: t + sigma * torch.randn(t.shape, generator=gen, dtype=t.dtype) for n, t in mean.items()}
-        return [Update(client=-1, num_samples=total, delta=noisy)]
+        noisy = lambda d: {n: t + sigma * torch.randn(t.shape, generator=gen, dtype=t.dtype) for n, t in d.items()}  # noqa: E731
+        return [Update(client=-1, num_samples=total, delta=noisy(mean), messages=noisy(messages))]

@@ -10,9 +10,14 @@ Header (little-endian, 16 bytes)::
     magic    4s  b"PFLB"
     version  B   1
     codec    B   codec id (fp32 1, fp16 2, bf16 3, int8 4, topk 5)
-    flags    H   codec-specific (topk: 1 = positions as a bitmap)
+    flags    H   codec-specific (topk: 1 = positions as a bitmap); 0x8000: a subset
     schema   I   CRC-32 of the schema (names and shapes, in order)
     count    I   number of values described (sum of the tensors' numel)
+
+A client may upload a subset of the schema's tensors (``LocalResult.upload``): flag 0x8000 is
+set and a bitmap of ceil(tensors / 8) bytes (bit i: the schema's i-th tensor is present,
+least significant bit first) follows the header; the body then covers the present tensors
+only, in schema order. A full upload has no bitmap.
 
 The byte count the suite reports is ``len(payload)``, nothing else.
 """
@@ -33,6 +38,7 @@ MAGIC = b"PFLB"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHII")
 HEADER_BYTES = HEADER.size  # 16
+SUBSET = 0x8000  # header flag: a bitmap of the tensors present follows the header
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,18 @@ class Schema:
     def __len__(self) -> int:
         return len(self.names)
 
+    def subset(self, names: tuple[str, ...]) -> "Schema":
+        shapes = dict(zip(self.names, self.shapes))
+        return Schema(names, tuple(shapes[n] for n in names))
+
+    def bitmap(self, names: tuple[str, ...]) -> bytes:
+        present = set(names)
+        return np.packbits(np.array([n in present for n in self.names], dtype=bool), bitorder="little").tobytes()
+
+    def from_bitmap(self, bitmap: bytes) -> tuple[str, ...]:
+        bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), count=len(self.names), bitorder="little")
+        return tuple(n for n, b in zip(self.names, bits) if b)
+
 
 class Codec:
     """Turns a dict of tensors into bytes and back. Subclasses set ``name`` and ``id`` and
@@ -72,26 +90,41 @@ class Codec:
         return self.name
 
     def encode(self, tensors: dict[str, torch.Tensor], schema: Schema, memory: dict | None = None) -> bytes:
-        """``memory``: the client's codec state between rounds (error feedback residual)."""
-        flat = _flatten(tensors, schema)
-        if self.error_feedback and memory is not None and "residual" in memory:
-            flat = flat + memory["residual"]
-        body, flags = self.encode_body(flat, schema)
+        """``tensors``: every tensor of ``schema``, or a subset (see the module doc).
+        ``memory``: the client's codec state between rounds (error feedback residual, one
+        per subset sent)."""
+        names = tuple(n for n in schema.names if n in tensors)
+        if len(names) != len(tensors):
+            raise ValueError(f"cannot encode tensors outside the agreed schema: {sorted(set(tensors) - set(schema.names))[:3]}")
+        subset = names != schema.names
+        part = schema.subset(names) if subset else schema
+        key = f"residual:{part.crc:08x}" if subset else "residual"
+        flat = _flatten(tensors, part)
+        if self.error_feedback and memory is not None and key in memory:
+            flat = flat + memory[key]
+        body, flags = self.encode_body(flat, part)
         if self.error_feedback and memory is not None:
-            memory["residual"] = flat - self.decode_body(memoryview(body), schema, flags)
-        return HEADER.pack(MAGIC, VERSION, self.id, flags, schema.crc, schema.numel) + body
+            memory[key] = flat - self.decode_body(memoryview(body), part, flags)
+        head = HEADER.pack(MAGIC, VERSION, self.id, flags | (SUBSET if subset else 0), schema.crc, part.numel)
+        return head + (schema.bitmap(names) if subset else b"") + body
 
     def decode(self, payload: bytes, schema: Schema) -> dict[str, torch.Tensor]:
+        """The tensors the payload carries: all of ``schema``'s, or the subset it names."""
         magic, version, codec_id, flags, crc, count = HEADER.unpack_from(payload)
         if magic != MAGIC or version != VERSION:
             raise ValueError("not a pflbench payload (bad magic or version)")
         if codec_id != self.id:
             raise ValueError(f"payload was encoded with codec id {codec_id}, not {self.name} ({self.id})")
-        if crc != schema.crc or count != schema.numel:
+        start, part = HEADER_BYTES, schema
+        if flags & SUBSET:
+            start += (len(schema) + 7) // 8
+            part = schema.subset(schema.from_bitmap(payload[HEADER_BYTES:start]))
+            flags &= ~SUBSET
+        if crc != schema.crc or count != part.numel:
             raise ValueError("payload does not match the agreed tensor schema")
-        flat = self.decode_body(memoryview(payload)[HEADER_BYTES:], schema, flags)
+        flat = self.decode_body(memoryview(payload)[start:], part, flags)
         out, offset = {}, 0
-        for name, shape in zip(schema.names, schema.shapes):
+        for name, shape in zip(part.names, part.shapes):
             n = int(np.prod(shape, dtype=np.int64))
             out[name] = flat[offset : offset + n].reshape(shape)
             offset += n

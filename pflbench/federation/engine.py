@@ -28,7 +28,7 @@ from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.store import ClientStore
-from pflbench.methods.base import LocalContext, Method, Parts, Update
+from pflbench.methods.base import LocalContext, Method, Parts, RoundInfo, Update
 from pflbench.models import LoadedModel, Progress, load_model
 from pflbench.results.record import SCHEMA, RunWriter
 
@@ -117,6 +117,9 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
     both = set(parts.shared) & set(parts.private)
     if both:
         raise ValueError(f"method {method!r} declared parameters both shared and private: {sorted(both)[:3]}")
+    clash = sorted(set(parts.messages) & names)
+    if clash:
+        raise ValueError(f"method {method!r} named a message like a parameter: {clash[0]}")
 
 
 def run(spec: RunSpec, results_dir: Path | str | None = None, *,
@@ -145,9 +148,14 @@ class Runner:
         model = exp.loaded.model
         self.params = dict(model.named_parameters())
         self.global_shared = {n: self.params[n].detach().clone() for n in exp.parts.shared}
-        self.schema = Schema.of(self.global_shared)
+        # what an upload may carry: the shared tensors, then the method's messages
+        self.schema = Schema(tuple(exp.parts.shared) + tuple(exp.parts.messages),
+                             tuple(tuple(self.params[n].shape) for n in exp.parts.shared)
+                             + tuple(tuple(s) for s in exp.parts.messages.values()))
         self.store = ClientStore({n: self.params[n] for n in exp.parts.private})
         self.codec_memory: dict[int, dict] = {}  # per client, e.g. top-k's error-feedback residual
+        self.participation: dict[int, int] = {}  # client -> rounds it trained in
+        self.last_delivered: dict[int, bool] = {}  # client -> did its last upload arrive
         exp.channel.setup(exp.spec.clients, exp.spec.seed, exp.spec.local_steps, self.schema.numel)
         self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
         self.rounds: list[dict[str, Any]] = []
@@ -164,14 +172,16 @@ class Runner:
 
     # ---- one round ----------------------------------------------------------------------
     def round(self, r: int) -> dict[str, Any]:
-        exp, spec = self.exp, self.exp.spec
+        exp, spec, method = self.exp, self.exp.spec, self.exp.method
         t0 = time.perf_counter()
         sampled = sorted(round_rng(spec.seed, r, SAMPLE_TAG).choice(spec.clients, spec.clients_per_round, replace=False).tolist())
         chan_rng = round_rng(spec.seed, r, CHANNEL_TAG)
         links = exp.channel.realize(r, sampled, chan_rng)
 
-        downlink = len(self.downlink_codec.encode(self.global_shared, self.schema)) * len(sampled) if len(self.schema) else 0
-        lr = spec.lr if spec.lr is not None else exp.method.default_lr
+        # the server broadcasts full-precision global weights and its state to the sampled clients
+        broadcast = {**self.global_shared, **{f"server/{k}": v for k, v in method.server.items()}}
+        downlink = len(self.downlink_codec.encode(broadcast, Schema.of(broadcast))) * len(sampled) if broadcast else 0
+        lr = spec.lr if spec.lr is not None else method.default_lr
         payloads: list[bytes] = []
         weights, losses, rewards, compute_s = [], [], [], 0.0
         for c in sampled:
@@ -181,18 +191,20 @@ class Runner:
                 model=exp.loaded.model, client=exp.clients[c], task=exp.task, parts=exp.parts, round=r,
                 steps=spec.local_steps, batch_size=spec.batch_size, lr=lr,
                 generator=client_generator(spec.seed, r, c), device=exp.device,
+                global_shared=self.global_shared, state=self.store.get_state(c), server=dict(method.server),
+                num_clients=spec.clients, participation=self.participation.get(c, 0),
+                delivered=self.last_delivered.get(c), all_clients=exp.clients,
             )
-            result = exp.method.local_update(ctx)
+            result = method.local_update(ctx)
             compute_s += ctx.compute_s
             self._check_finite(r, c, result.train_loss if ctx.compute_s > 0 else 0.0, lr)
-            if len(self.schema):
-                delta = {n: self.params[n].detach() - self.global_shared[n] for n in exp.parts.shared}
-                payloads.append(exp.codec.encode(delta, self.schema, self.codec_memory.setdefault(c, {})))
-            else:
-                payloads.append(b"")  # nothing shared: nothing sent
+            upload = self._upload(ctx, result)
+            payloads.append(exp.codec.encode(upload, self.schema, self.codec_memory.setdefault(c, {})) if upload else b"")
             if exp.parts.private:
                 self.store.put(c, self._snapshot(exp.parts.private))
+            self.store.put_state(c, ctx.state)
             self.trained.add(c)
+            self.participation[c] = self.participation.get(c, 0) + 1
             weights.append(result.num_samples)
             losses.append(result.train_loss)
             rewards.append(sum(ctx.rewards) / len(ctx.rewards) if ctx.rewards else float("nan"))
@@ -201,19 +213,24 @@ class Runner:
         # only clients that produced a payload transmit (local-only sends nothing)
         sending = [i for i, p in enumerate(payloads) if p]
         outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [links[i] for i in sending], chan_rng)
-        updates = [
-            Update(client=o.client, num_samples=weights[i], delta=exp.codec.decode(payloads[i], self.schema))
-            for i, o in zip(sending, outcomes)
-            if o.status == DELIVERED
-        ]
+        updates = []
+        for i, o in zip(sending, outcomes):
+            self.last_delivered[o.client] = o.status == DELIVERED
+            if o.status == DELIVERED:
+                decoded = exp.codec.decode(payloads[i], self.schema)
+                updates.append(Update(client=o.client, num_samples=weights[i],
+                                      delta={n: t for n, t in decoded.items() if n not in exp.parts.messages},
+                                      messages={n: t for n, t in decoded.items() if n in exp.parts.messages}))
         updates = exp.channel.combine(updates, chan_rng)  # over-the-air aggregation superposes them
-        if updates:
-            self.global_shared = {n: t.clone() for n, t in exp.method.aggregate(self.global_shared, updates).items()}
+        info = RoundInfo(round=r, num_clients=spec.clients, sampled=sampled,
+                         delivered=[o.client for o in outcomes if o.status == DELIVERED],
+                         lost=[o.client for o in outcomes if o.status != DELIVERED], participation=dict(self.participation))
+        self.global_shared = {n: t.detach().clone() for n, t in method.aggregate(self.global_shared, updates, info).items()}
 
         rec: dict[str, Any] = {
             "round": r,
             "sampled": sampled,
-            "delivered": [o.client for o in outcomes if o.status == DELIVERED],
+            "delivered": info.delivered,
             "lost": [o.client for o in outcomes if o.status == LOST],
             "late": [o.client for o in outcomes if o.status == LATE],
             "train_loss": _weighted_mean(losses, weights),
@@ -232,6 +249,22 @@ class Runner:
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1}
         return rec
 
+    def _upload(self, ctx: LocalContext, result: Any) -> dict[str, torch.Tensor]:
+        """The tensors this client sends: the delta of every shared tensor by default, else
+        what the method's ``LocalResult.upload`` names (checked against the schema)."""
+        exp = self.exp
+        if result.upload is None:
+            return ctx.delta() if exp.parts.shared else {}
+        allowed = set(exp.parts.shared) | set(exp.parts.messages)
+        bad = sorted(set(result.upload) - allowed)
+        if bad:
+            raise ValueError(f"method {exp.spec.method!r} uploaded {bad[0]!r}, which is neither a shared tensor nor one of its messages")
+        for name, t in result.upload.items():
+            want = tuple(self.schema.shapes[self.schema.names.index(name)])
+            if tuple(t.shape) != want:
+                raise ValueError(f"method {exp.spec.method!r} uploaded {name!r} with shape {tuple(t.shape)}, expected {want}")
+        return dict(result.upload)
+
     def _check_finite(self, r: int, c: int, loss: float, lr: float) -> None:
         """A non-finite loss or trained tensor stops the run (``Diverged``)."""
         exp = self.exp
@@ -244,45 +277,56 @@ class Runner:
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor the next round needs: global shared, each client's private tensors and
-        codec memory."""
+        """Every tensor the next round needs: global shared, the method's server state, each
+        client's private tensors, non-parameter state and codec memory."""
         out = {f"global/{n}": t for n, t in self.global_shared.items()}
-        for c, tensors in self.store._state.items():
-            out.update({f"client/{c}/{n}": t for n, t in tensors.items()})
-        for c, memory in self.codec_memory.items():
-            out.update({f"codec/{c}/{k}": t for k, t in memory.items()})
+        out.update({f"server/{k}": t for k, t in self.exp.method.server.items()})
+        for prefix, per_client in (("client", self.store._state), ("state", self.store._extra), ("codec", self.codec_memory)):
+            for c, tensors in per_client.items():
+                out.update({f"{prefix}/{c}/{n}": t for n, t in tensors.items()})
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "reference": self.reference, "trained": sorted(self.trained)}
+        return {"rounds": self.rounds, "reference": self.reference, "trained": sorted(self.trained),
+                "participation": {str(c): n for c, n in self.participation.items()},
+                "last_delivered": {str(c): d for c, d in self.last_delivered.items()}}
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.global_shared = {n: tensors[f"global/{n}"] for n in self.exp.parts.shared}
+        per_client = {"client": self.store._state, "state": self.store._extra, "codec": self.codec_memory}
         for key, t in tensors.items():
             kind, _, rest = key.partition("/")
-            if kind == "client":
+            if kind == "server":
+                self.exp.method.server[rest] = t
+            elif kind in per_client:
                 c, _, name = rest.partition("/")
-                self.store._state.setdefault(int(c), {})[name] = t
-            elif kind == "codec":
-                c, _, name = rest.partition("/")
-                self.codec_memory.setdefault(int(c), {})[name] = t
+                per_client[kind].setdefault(int(c), {})[name] = t
         self.rounds, self.reference, self.trained = state["rounds"], state["reference"], set(state["trained"])
+        self.participation = {int(c): n for c, n in state.get("participation", {}).items()}
+        self.last_delivered = {int(c): d for c, d in state.get("last_delivered", {}).items()}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Every client, sampled or not: the deployed model (shared + its private tensors)
-        and the shared part alone (private tensors at their initial state, which for LoRA
-        and adapters is the identity)."""
-        exp = self.exp
+        """Every client, sampled or not: the deployed model (shared + its private tensors,
+        inside the method's ``deployed`` hook) and the shared part alone (private tensors at
+        their initial state, which for LoRA and adapters is the identity, inside its
+        ``shared_alone`` hook). A client without trained private tensors is deployed with the
+        shared-alone model."""
+        exp, method, model = self.exp, self.exp.method, self.exp.loaded.model
         self._load(self.global_shared)
         clients = []
         for c in exp.clients:
-            self._load(self.store.get(c.id))
-            personal = exp.task.evaluate(exp.loaded.model, c)
             if self.store.has(c.id):  # trained private tensors: score the shared part alone too
+                self._load(self.store.get(c.id))
+                with method.deployed(model, self.store.get_state(c.id)):
+                    personal = exp.task.evaluate(model, c)
                 self._load(self.store.initial)
-                shared = exp.task.score(exp.loaded.model, c)
-            else:  # no private state, or still the initial one: the same model
+                with method.shared_alone(model):
+                    shared = exp.task.score(model, c)
+            else:  # no private state, or still the initial one: the shared-alone model
+                self._load(self.store.initial)
+                with method.shared_alone(model):
+                    personal = exp.task.evaluate(model, c)
                 shared = personal["score"]
             clients.append({"client": c.id, "name": c.name, "personal": personal.pop("score"), "shared": shared,
                             "trained": c.id in self.trained, "diagnostics": personal})
@@ -347,6 +391,7 @@ class Runner:
             "run_id": exp.spec.run_id,
             "pflbench_version": __version__,
             "spec": exp.spec.to_dict(),
+            "method": method_identity(exp.spec),
             "model": {
                 "name": exp.loaded.name,
                 "parameters": sum(p.numel() for p in self.params.values()),
@@ -366,6 +411,14 @@ class Runner:
             "rounds": rounds,
             "summary": summary,
         }
+
+
+def method_identity(spec: RunSpec) -> dict[str, Any]:
+    """The method as the record names it: registered name, options, the package that provides
+    it, that package's version and a hash of the method's source (from the spec's provenance)."""
+    package, _, rest = spec.provenance.get("method", "?==? code:?").partition("==")
+    version, _, code = rest.partition(" code:")
+    return {"name": spec.method, "options": dict(spec.method_options), "package": package, "version": version, "code": code}
 
 
 def _weighted_mean(values: list[float], weights: list[int]) -> float | None:

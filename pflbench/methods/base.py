@@ -4,9 +4,18 @@
   and aggregated) and the private ones (kept on the client, never uploaded).
 - ``local_update(ctx) -> LocalResult``: train on one client. Default: ``train_steps``, the
   task's objective (supervised language-modelling steps, or the reinforcement-learning update
-  on reward cards) with AdamW on the shared and private parameters.
-- ``aggregate(shared, updates) -> shared``: default FedAvg of the delivered deltas,
+  on reward cards) with AdamW on the shared and private parameters; the delta of every
+  shared tensor is uploaded.
+- ``aggregate(shared, updates, info) -> shared``: default FedAvg of the delivered deltas,
   weighted by each client's number of training samples.
+
+What a richer method needs, it gets by name: the round's global values, the federation's
+facts and the client's own non-parameter state in ``ctx`` (``LocalContext``); server state in
+``self.server``; which adapters are active when a client's model is deployed and when the
+shared part is scored alone (``deployed_adapters``, ``shared_adapters``, or the ``deployed`` and
+``shared_alone`` hooks, built on ``pflbench.models.adapters.use_adapters``); what is uploaded
+(``LocalResult.upload``: every shared delta by default, a subset, extra ``messages``, or
+nothing). The engine checkpoints client state and server state with the rest of a run.
 
 Options: a method declares a nested ``Options`` dataclass; ``--opt key=value`` on the
 command line fills it (values are converted to the field's type).
@@ -18,11 +27,12 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 
 from pflbench.errors import UserError
+from pflbench.models.adapters import use_adapters
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,9 @@ class Parts:
 
     shared: list[str]
     private: list[str] = field(default_factory=list)
+    # non-parameter tensors a client may upload beside its shared deltas (name -> shape), such
+    # as SCAFFOLD's control-variate change; they follow the shared tensors in the payload schema
+    messages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +60,17 @@ class LocalContext:
     lr: float
     generator: torch.Generator  # seeded by (seed, round, client)
     device: torch.device = torch.device("cpu")
+    # the global shared values this round started from (read only): a proximal term's anchor
+    global_shared: dict[str, torch.Tensor] = field(default_factory=dict)
+    # this client's non-parameter state (control variates, counters, ...): read and assign
+    # keys freely; the engine keeps it in the client store and checkpoints it
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    # the method's server state as broadcast this round (read only; ``Method.server``)
+    server: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_clients: int = 1  # clients in the federation
+    participation: int = 0  # earlier rounds in which this client trained (0: its first time)
+    delivered: bool | None = None  # did this client's previous upload reach the server (None: it never sent one)
+    all_clients: list = field(default_factory=list)  # every client's data: for non-federated references (central) only
     compute_s: float = 0.0  # filled by ``compute()``: time in forward/backward/optimizer (RL: also generation and reward scoring)
     rewards: list[float] = field(default_factory=list)  # reward tasks: mean sampled reward of each RL update
 
@@ -54,6 +78,17 @@ class LocalContext:
         """The trainable parameters (shared + private), or the named subset."""
         wanted = set(self.parts.shared + self.parts.private if names is None else names)
         return [p for n, p in self.model.named_parameters() if n in wanted]
+
+    @property
+    def num_samples(self) -> int:
+        """This client's training examples: the default weight of its update in FedAvg."""
+        return self.task.num_train(self.client)
+
+    def delta(self, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Trained minus global values of the shared tensors (or the named ones): what an
+        upload carries."""
+        params = dict(self.model.named_parameters())
+        return {n: params[n].detach() - self.global_shared[n] for n in (self.parts.shared if names is None else names)}
 
     def batches(self):
         """Endless training batches for this client, drawn with the client-round generator."""
@@ -76,25 +111,54 @@ class LocalContext:
 class LocalResult:
     num_samples: int  # the weight of this client's update in FedAvg
     train_loss: float
+    # what this client uploads: None (default) the delta of every shared tensor; otherwise
+    # exactly these tensors, keyed by shared name (a delta: see ``ctx.delta``) or by a name in
+    # ``Parts.messages``; {} uploads nothing (0 bytes, nothing transmitted)
+    upload: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
 class Update:
-    """A delivered upload, decoded: the delta of the shared tensors."""
+    """A delivered upload, decoded: the deltas of the shared tensors it carried (all of them
+    unless the client uploaded a subset) and its messages."""
 
     client: int
     num_samples: int
     delta: dict[str, torch.Tensor]
+    messages: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """The federation's facts in a round, as ``aggregate`` sees them."""
+
+    round: int
+    num_clients: int
+    sampled: list[int]
+    delivered: list[int]  # clients whose upload reached the server this round
+    lost: list[int]  # lost or late uploads
+    participation: dict[int, int]  # client id -> rounds it has trained in, this one included
+
+
+# optimizer(params, lr) -> a torch optimizer; None: AdamW without weight decay
+OptimizerFactory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
+
+
+def sgd(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Plain SGD (no momentum, no weight decay): for methods whose update rule assumes it."""
+    return torch.optim.SGD(params, lr=lr)
 
 
 def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
-              extra_loss: Callable[[], torch.Tensor] | None = None) -> float:
-    """``steps`` supervised steps of AdamW on ``params``; returns the mean task loss.
-    ``extra_loss`` (a proximal term, say) is added to each step's objective, not to the loss
-    reported."""
+              extra_loss: Callable[[], torch.Tensor] | None = None, optimizer: OptimizerFactory | None = None) -> float:
+    """``steps`` supervised steps of AdamW (or ``optimizer``) on ``params``; returns the mean
+    task loss. ``extra_loss`` (a proximal term, say) is added to each step's objective, not to
+    the loss reported."""
+    from pflbench.training.rl import adamw
+
     if not params or steps <= 0:
         return float("nan")
-    opt = torch.optim.AdamW(params, lr=ctx.lr, weight_decay=0.0)
+    opt = (optimizer or adamw)(params, ctx.lr)
     ctx.model.train()
     total, batches = 0.0, ctx.batches()
     for _ in range(steps):
@@ -109,7 +173,8 @@ def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
 
 
 def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
-              extra_loss: Callable[[], torch.Tensor] | None = None, **settings: Any) -> float:
+              extra_loss: Callable[[], torch.Tensor] | None = None, optimizer: OptimizerFactory | None = None,
+              **settings: Any) -> float:
     """``steps`` GRPO steps (``pflbench.training.rl``) on a reward task: prompts from the
     client's training split, rewards from its own mixture of the card's reward models. The
     card sets group size, temperature and response length; ``settings`` (RLConfig fields; None:
@@ -130,18 +195,19 @@ def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
 
     ctx.model.train()
     stats = rl_steps(ctx.model, task._tokenizer, params, prompts(), reward, steps, ctx.lr, cfg, ctx.generator,
-                     extra_loss=extra_loss, compute=ctx.compute)
+                     extra_loss=extra_loss, compute=ctx.compute, optimizer=optimizer)
     ctx.rewards.append(stats.reward)
     return stats.loss
 
 
 def train_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
-                extra_loss: Callable[[], torch.Tensor] | None = None, **rl_settings: Any) -> float:
+                extra_loss: Callable[[], torch.Tensor] | None = None, optimizer: OptimizerFactory | None = None,
+                **rl_settings: Any) -> float:
     """The task's objective: ``sft_steps`` on instruction, task and text cards, ``rl_update``
     on reward cards (``rl_settings`` go to it). So every method runs on every kind of task."""
     if ctx.task.kind == "reward":
-        return rl_update(ctx, params, steps, extra_loss, **rl_settings)
-    return sft_steps(ctx, params, steps, extra_loss)
+        return rl_update(ctx, params, steps, extra_loss, optimizer, **rl_settings)
+    return sft_steps(ctx, params, steps, extra_loss, optimizer)
 
 
 class Method:
@@ -151,6 +217,10 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3
+    # adapters active when a client's model is deployed (scored) and when the shared part is
+    # scored alone; None: every adapter (names as given to add_lora / add_bottleneck_adapters)
+    deployed_adapters: ClassVar[tuple[str, ...] | None] = None
+    shared_adapters: ClassVar[tuple[str, ...] | None] = None
 
     @dataclass(frozen=True)
     class Options:
@@ -158,30 +228,80 @@ class Method:
 
     def __init__(self, options: dict[str, str] | None = None):
         self.options = parse_method_options(self.Options, options or {}, self.name)
+        # server state (tensors): kept by the method between rounds, checkpointed by the
+        # engine, broadcast to the sampled clients as ``ctx.server`` (counted in downlink bytes)
+        self.server: dict[str, torch.Tensor] = {}
 
     def prepare(self, model: torch.nn.Module) -> Parts:
         raise NotImplementedError
 
     def local_update(self, ctx: LocalContext) -> LocalResult:
         loss = train_steps(ctx, ctx.parameters(), ctx.steps)
-        return LocalResult(num_samples=ctx.task.num_train(ctx.client), train_loss=loss)
+        return LocalResult(ctx.num_samples, loss)
 
-    def aggregate(self, shared: dict[str, torch.Tensor], updates: list[Update]) -> dict[str, torch.Tensor]:
+    def aggregate(self, shared: dict[str, torch.Tensor], updates: list[Update], info: RoundInfo) -> dict[str, torch.Tensor]:
+        """Called every round, also when no update arrived (``updates`` empty)."""
         return fedavg(shared, updates)
+
+    def deployed(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> ContextManager:
+        """Entered while a trained client's model is scored (its private tensors loaded;
+        ``state``: its client state). Default: ``deployed_adapters`` active."""
+        return use_adapters(model, self.deployed_adapters)
+
+    def shared_alone(self, model: torch.nn.Module) -> ContextManager:
+        """Entered while the shared part alone is scored (private tensors at their initial
+        values); also the deployed model of a client that never trained. Default:
+        ``shared_adapters`` active."""
+        return use_adapters(model, self.shared_adapters)
 
 
 def fedavg(shared: dict[str, torch.Tensor], updates: list[Update]) -> dict[str, torch.Tensor]:
-    """shared + sum_k n_k delta_k / sum_k n_k. With no updates, shared is unchanged."""
-    total = sum(u.num_samples for u in updates)
-    if not updates or total <= 0:
+    """shared + sum_k n_k delta_k / sum_k n_k, per tensor over the updates that carry it (a
+    client may upload a subset). With no updates, shared is unchanged."""
+    if not updates:
         return shared
     out = {}
     for name, value in shared.items():
+        carrying = [u for u in updates if name in u.delta]
+        total = sum(u.num_samples for u in carrying)
+        if total <= 0:
+            out[name] = value
+            continue
         acc = torch.zeros_like(value)
-        for u in updates:
+        for u in carrying:
             acc += u.delta[name].to(device=value.device, dtype=value.dtype) * (u.num_samples / total)
         out[name] = value + acc
     return out
+
+
+def train_in_phases(ctx: LocalContext, phases: list[tuple[list[str], int]], **kwargs: Any) -> float:
+    """Train the named parameters of each phase in turn for its number of steps, the other
+    trainable ones frozen meanwhile (FedRep's head then body, PFTT's alternate schedule);
+    ``kwargs`` go to ``train_steps``. Returns the step-weighted mean loss."""
+    losses = []
+    for names, steps in phases:
+        training = {id(p) for p in ctx.parameters(names)}
+        frozen = [p for p in ctx.parameters() if id(p) not in training]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            losses.append((train_steps(ctx, ctx.parameters(names), steps, **kwargs), steps))
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+    done = [(l, s) for l, s in losses if s and l == l]
+    return sum(l * s for l, s in done) / sum(s for _, s in done) if done else float("nan")
+
+
+def proximal(ctx: LocalContext, mu: float, names: list[str] | None = None,
+             anchor: dict[str, torch.Tensor] | None = None) -> Callable[[], torch.Tensor]:
+    """The proximal term (mu / 2) * sum_n ||theta_n - anchor_n||^2 over the named parameters
+    (default: the shared ones), as an ``extra_loss`` for the training steps. ``anchor``:
+    name -> values (default: ``ctx.global_shared``, the values the round started from)."""
+    anchor = ctx.global_shared if anchor is None else anchor
+    wanted = set(ctx.parts.shared if names is None else names)
+    pairs = [(p, anchor[n].detach()) for n, p in ctx.model.named_parameters() if n in wanted]
+    return lambda: (mu / 2) * sum(((p - a) ** 2).sum() for p, a in pairs)
 
 
 def _convert(value: str, kind: Any, key: str, method: str) -> Any:

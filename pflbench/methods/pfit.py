@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pflbench.errors import UserError
-from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, train_steps
-from pflbench.models.adapters import ATTENTION_PROJECTIONS, add_lora
+from pflbench.methods.base import LocalContext, LocalResult, Method, Parts, proximal, train_steps
+from pflbench.models.adapters import LoraOptions
 
 PRIVATE = ("lora", "none")
 
@@ -32,22 +32,20 @@ class PFIT(Method):
     description = "attention LoRA of the last blocks shared, a local LoRA private, proximal pull to the global model (paper's PFIT structure)"
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(LoraOptions):
         layers: int = 0  # the last blocks whose attention LoRA is shared; 0: the last half
-        rank: int = 8
-        alpha: int = 16
         mu: float = 0.01  # weight of the proximal term
         private: str = "lora"  # lora | none
-        targets: tuple[str, ...] = ATTENTION_PROJECTIONS
         group_size: int = 0  # RL: responses sampled per prompt; 0: the card's
         kl_weight: float = 0.1  # RL: weight of the KL penalty toward the round's starting policy
         temperature: float = 0.0  # RL: sampling temperature; 0: the card's
 
         def __post_init__(self):
+            super().__post_init__()
             if self.private not in PRIVATE:
                 raise ValueError(f"private must be one of {', '.join(PRIVATE)}, got {self.private!r}")
-            if self.layers < 0 or self.rank <= 0 or self.mu < 0:
-                raise ValueError("layers must be >= 0, rank positive and mu >= 0")
+            if self.layers < 0 or self.mu < 0:
+                raise ValueError("layers and mu must be >= 0")
             if self.group_size == 1 or self.group_size < 0 or self.kl_weight < 0 or self.temperature < 0:
                 raise ValueError("group_size must be 0 (the card's) or at least 2; kl_weight and temperature >= 0")
 
@@ -60,19 +58,13 @@ class PFIT(Method):
 
     def prepare(self, model) -> Parts:
         o = self.options
-        shared = add_lora(model, "global", o.rank, o.alpha, o.targets, layers=self.shared_layers(model))
-        private = add_lora(model, "local", o.rank, o.alpha, o.targets) if o.private == "lora" else []
+        shared = o.lora(model, "global", layers=self.shared_layers(model))
+        private = o.lora(model, "local") if o.private == "lora" else []
         return Parts(shared=shared, private=private)
 
     def local_update(self, ctx: LocalContext) -> LocalResult:
-        shared = ctx.parameters(ctx.parts.shared)
-        anchor = [p.detach().clone() for p in shared]  # the engine loaded the global values before this call
-        mu = self.options.mu
-
-        def proximal():
-            return (mu / 2) * sum(((p - a) ** 2).sum() for p, a in zip(shared, anchor))
-
         o = self.options
-        loss = train_steps(ctx, ctx.parameters(), ctx.steps, extra_loss=proximal if mu > 0 else None,
+        pull = proximal(ctx, o.mu) if o.mu > 0 else None  # toward the global values this round started from
+        loss = train_steps(ctx, ctx.parameters(), ctx.steps, extra_loss=pull,
                            group_size=o.group_size or None, kl_weight=o.kl_weight, temperature=o.temperature or None)
-        return LocalResult(num_samples=ctx.task.num_train(ctx.client), train_loss=loss)
+        return LocalResult(ctx.num_samples, loss)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import torch
 
@@ -18,6 +20,14 @@ class LoraOptions:
     rank: int = 8
     alpha: int = 16
     targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+
+    def __post_init__(self):
+        if self.rank <= 0 or self.alpha <= 0:
+            raise ValueError("rank and alpha must be positive")
+
+    def lora(self, model: torch.nn.Module, adapter: str, layers: tuple[int, ...] | None = None) -> list[str]:
+        """``add_lora`` with these options."""
+        return add_lora(model, adapter, self.rank, self.alpha, self.targets, layers)
 
 
 def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 16,
@@ -55,14 +65,17 @@ class BottleneckAdapter(torch.nn.Module):
     """Houlsby-style adapter: h + up(act(down(h))). The up-projection starts at zero, so a
     fresh adapter is the identity."""
 
-    def __init__(self, hidden: int, bottleneck: int):
+    def __init__(self, hidden: int, bottleneck: int, adapter: str = "adapter"):
         super().__init__()
+        self.adapter, self.active = adapter, True
         self.down = torch.nn.Linear(hidden, bottleneck)
         self.up = torch.nn.Linear(bottleneck, hidden)
         torch.nn.init.zeros_(self.up.weight)
         torch.nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return h
         return h + self.up(torch.nn.functional.gelu(self.down(h)))
 
 
@@ -88,7 +101,58 @@ def add_bottleneck_adapters(model: torch.nn.Module, name: str, bottleneck: int) 
         raise UserError(f"bottleneck adapters need blocks with an `mlp` feed-forward; {type(model).__name__} has none")
     ref = next(model.parameters())
     for block, mlp in blocks:
-        adapter = BottleneckAdapter(hidden, bottleneck).to(device=ref.device, dtype=ref.dtype)
+        adapter = BottleneckAdapter(hidden, bottleneck, name).to(device=ref.device, dtype=ref.dtype)
         block.add_module(name, adapter)
         mlp.register_forward_hook(lambda _m, _inp, out, a=adapter: a(out))
     return [n for n, _ in model.named_parameters() if f".{name}." in n]
+
+
+def adapter_names(model: torch.nn.Module) -> list[str]:
+    """Every adapter attached to the model (LoRA and bottleneck), by name."""
+    from peft.tuners.lora import LoraLayer
+
+    names: set[str] = set()
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            names.update(module.lora_A.keys())
+        elif isinstance(module, BottleneckAdapter):
+            names.add(module.adapter)
+    return sorted(names)
+
+
+@contextlib.contextmanager
+def use_adapters(model: torch.nn.Module, names: Iterable[str] | None) -> Iterator[None]:
+    """Inside the block, only the named adapters (LoRA or bottleneck, by the name given when
+    they were attached) take part in the forward pass; ``None``: all of them. What is trained
+    (``requires_grad``) is left as it was; the previous activation is restored on exit. The
+    one supported way for a method to switch adapters (Ditto's personal model, FedDPA's)."""
+    if names is None:
+        yield
+        return
+    from peft.tuners.lora import LoraLayer
+
+    wanted = set(names)
+    unknown = wanted - set(adapter_names(model))
+    if unknown:
+        raise ValueError(f"use_adapters: no adapter named {', '.join(sorted(unknown))} (attached: {', '.join(adapter_names(model))})")
+    saved = []
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            grads = [(p, p.requires_grad) for p in module.parameters()]
+            saved.append((module, list(module.active_adapters), grads))
+            module.set_adapter([a for a in module.lora_A.keys() if a in wanted])
+            for p, g in grads:  # peft's set_adapter also flips requires_grad: undo that
+                p.requires_grad_(g)
+        elif isinstance(module, BottleneckAdapter):
+            saved.append((module, module.active, None))
+            module.active = module.adapter in wanted
+    try:
+        yield
+    finally:
+        for module, previous, grads in saved:
+            if grads is None:
+                module.active = previous
+            else:
+                module.set_adapter(previous)
+                for p, g in grads:
+                    p.requires_grad_(g)

@@ -90,18 +90,24 @@ def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """The suite's default local optimizer: AdamW without weight decay."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
 def rl_steps(model, tokenizer, params: list[torch.nn.Parameter], prompts: Iterator[list[list[int]]], reward: RewardFn,
              steps: int, lr: float, cfg: RLConfig, generator: torch.Generator,
-             extra_loss: Callable[[], torch.Tensor] | None = None, compute=None) -> RLStats:
+             extra_loss: Callable[[], torch.Tensor] | None = None, compute=None, optimizer=None) -> RLStats:
     """``steps`` GRPO steps on ``params`` (see the module doc). ``prompts`` yields batches of
     prompt token ids; ``extra_loss`` (e.g. a proximal term) is added to each step's loss;
     ``compute`` (a context-manager factory) wraps model compute (generation, reward scoring,
-    forward, backward, optimizer) for the engine's accounting."""
+    forward, backward, optimizer) for the engine's accounting; ``optimizer(params, lr)`` builds
+    the optimizer (default AdamW without weight decay)."""
     import contextlib
 
     compute = compute or contextlib.nullcontext
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = (optimizer or adamw)(params, lr)
     reference = [p.detach().clone() for p in params]
     losses, rewards_seen, kls = [], [], []
     for _ in range(steps):
