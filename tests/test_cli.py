@@ -11,7 +11,7 @@ SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "-
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["run", "--method", "nope"], "unknown method 'nope'; choose one of: fedavg-full, fedavg-lora, local-only, pfit, pftt"),
+        (["run", "--method", "nope"], "unknown method 'nope'; choose one of: central, ditto, fedavg-full, fedavg-lora, feddpa, fedper-lora, fedprox, fedrep-lora, fedsa-lora, ffa-lora, local-only, pfit, pftt, scaffold-lora"),
         (["run", "--task", "nope"], "unknown task 'nope'"),
         (["run", "--channel", "moon"], "unknown channel 'moon'; choose one of: 5g-uma, aircomp-noisy, chen2020, ideal, lte-cell-edge"),
         (["run", "--codec", "fp64"], "unknown codec 'fp64'"),
@@ -97,4 +97,4 @@ def test_console_script_exits_2_without_traceback():
     """The installed `pflbench` entry point itself, in a fresh process."""
     proc = subprocess.run([sys.executable, "-m", "pflbench.cli", "run", "--method", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: unknown method 'nope'; choose one of: fedavg-full, fedavg-lora, local-only, pfit, pftt"]
+    assert proc.stderr.strip().splitlines() == ["error: unknown method 'nope'; choose one of: central, ditto, fedavg-full, fedavg-lora, feddpa, fedper-lora, fedprox, fedrep-lora, fedsa-lora, ffa-lora, local-only, pfit, pftt, scaffold-lora"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -156,3 +156,40 @@ def use_adapters(model: torch.nn.Module, names: Iterable[str] | None) -> Iterato
                 module.set_adapter(previous)
                 for p, g in grads:
                     p.requires_grad_(g)
+
+
+# weights(input_ids, attention_mask) -> {adapter name: one weight per example}
+AdapterWeights = Callable[[torch.Tensor, "torch.Tensor | None"], dict[str, torch.Tensor]]
+
+
+@contextlib.contextmanager
+def weigh_adapters(model: torch.nn.Module, weights: AdapterWeights) -> Iterator[None]:
+    """Inside the block, each example's output of LoRA adapter ``a`` is multiplied by its own
+    weight ``weights(input_ids, attention_mask)[a][example]`` (FedDPA's instance-wise mixing).
+    The weights are computed on each forward pass that sees more than one new token (so during
+    generation they come from the prompt and are kept for the tokens that follow)."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    base = [(m, dict(m.scaling)) for m in layers]
+
+    def hook(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or (ids.shape[1] == 1 and getattr(hook, "done", False)):
+            return None
+        w = weights(ids, kwargs.get("attention_mask"))
+        for m, scales in base:
+            for a, s in scales.items():
+                if a in w:
+                    m.scaling[a] = s * w[a].reshape(-1, 1, 1).to(device=ids.device)
+        hook.done = True
+        return None
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for m, scales in base:
+            m.scaling.clear()
+            m.scaling.update(scales)
