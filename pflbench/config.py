@@ -119,13 +119,23 @@ def resolve_spec(**given: Any) -> RunSpec:
 def provenance(name: str, method: Any, task: Any) -> dict[str, str]:
     """The suite's version; the method's package, its version and a hash of its module's
     source (editing a plugin changes the run id); the data the task reads."""
+    from pathlib import Path
+
+    from pflbench import __version__
+    from pflbench.data.sources import fingerprint
+
+    return {"pflbench": __version__, "method": method_provenance(name, method),
+            "data": fingerprint(task.name, task.source, Path(task.origin).parent if task.origin else None)}
+
+
+def method_provenance(name: str, method: Any) -> str:
+    """``PACKAGE==VERSION code:HASH`` of a registered method class."""
     import hashlib
     import inspect
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
 
-    from pflbench import __version__, registry
-    from pflbench.data.sources import fingerprint
+    from pflbench import registry
 
     package = registry.methods.entries()[name].package
     try:
@@ -136,8 +146,7 @@ def provenance(name: str, method: Any, task: Any) -> dict[str, str]:
         code = hashlib.sha256(Path(inspect.getfile(method)).read_bytes()).hexdigest()[:12]
     except (OSError, TypeError):
         code = "?"
-    return {"pflbench": __version__, "method": f"{package}=={package_version} code:{code}",
-            "data": fingerprint(task.name, task.source, Path(task.origin).parent if task.origin else None)}
+    return f"{package}=={package_version} code:{code}"
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

@@ -391,7 +391,7 @@ class Runner:
             "run_id": exp.spec.run_id,
             "pflbench_version": __version__,
             "spec": exp.spec.to_dict(),
-            "method": method_identity(exp.spec),
+            "method": method_identity(exp.spec, exp.method),
             "model": {
                 "name": exp.loaded.name,
                 "parameters": sum(p.numel() for p in self.params.values()),
@@ -413,10 +413,13 @@ class Runner:
         }
 
 
-def method_identity(spec: RunSpec) -> dict[str, Any]:
+def method_identity(spec: RunSpec, method: Method) -> dict[str, Any]:
     """The method as the record names it: registered name, options, the package that provides
-    it, that package's version and a hash of the method's source (from the spec's provenance)."""
-    package, _, rest = spec.provenance.get("method", "?==? code:?").partition("==")
+    it, that package's version and a hash of the method's source (the spec's provenance, or
+    read now for a spec built without one)."""
+    from pflbench.config import method_provenance
+
+    package, _, rest = (spec.provenance.get("method") or method_provenance(spec.method, type(method))).partition("==")
     version, _, code = rest.partition(" code:")
     return {"name": spec.method, "options": dict(spec.method_options), "package": package, "version": version, "code": code}
 
