@@ -256,3 +256,14 @@ def test_scaffold_client_and_server_variates_stay_consistent_on_a_lossy_channel(
                 total += st["c/" + name] + (st["sent/" + name] if runner.last_delivered.get(client) else 0)
         torch.testing.assert_close(c, total / n, rtol=1e-4, atol=1e-7)
     assert any(float(c.abs().sum()) > 0 for c in exp.method.server.values())
+
+
+def test_fedsa_lora_keeps_b_on_each_client_so_the_shared_part_alone_is_the_base_model(small_spec):
+    exp = resolve(small_spec(method="fedsa-lora", rounds=2, clients_per_round=4))
+    runner = Runner(exp, None, None)
+    rec = runner.run(0.0)
+    bs = [runner.store.get(c) for c in range(4)]
+    assert all(any(not torch.equal(bs[0][n], b[n]) for n in b) for b in bs[1:])  # each client its own B
+    assert all(not torch.equal(t, torch.zeros_like(t)) for t in bs[0].values())
+    evals = rec["rounds"][-1]["eval"]
+    assert evals["shared_score"] == rec["reference"]["base"]["score"]  # A alone, with B = 0: the base model
