@@ -31,6 +31,7 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/pflbench budget check --budget leaderboard/budget.json
 
 bench: setup
 	$(BIN)/python -m pytest -q tests/test_benchmarks.py --benchmark-enable

@@ -40,3 +40,16 @@ def cli(capsys, monkeypatch):
         return exc.value.code, out.out, out.err
 
     return call
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Make a method class defined in a test resolvable by name, as an installed plugin is."""
+    from pflbench import registry
+    from pflbench.registry import Entry
+
+    def add(cls):
+        monkeypatch.setitem(registry.methods.entries(), cls.name, Entry(cls.name, lambda: cls, f"tests:{cls.__name__}", "tests"))
+        return cls
+
+    return add

@@ -1,16 +1,19 @@
-"""The communication budget in leaderboard/budget.json: CI's guard on uplink cost."""
+"""The communication budget: leaderboard/budget.json (CI's guard on uplink cost) and the
+``pflbench budget`` commands a third party runs in its own CI."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pflbench import registry
-from pflbench.config import RunSpec
-from pflbench.federation.engine import run
+from pflbench.methods import LoraOptions, Method, Parts
+from pflbench.results.budget import KEY, measure
 
-BUDGET = json.loads((Path(__file__).resolve().parents[1] / "leaderboard" / "budget.json").read_text())
-LIMITS = BUDGET["uplink_bytes_per_client_round"]
+# `make test` runs `pflbench budget check --budget leaderboard/budget.json` after the tests
+BUDGET_FILE = Path(__file__).resolve().parents[1] / "leaderboard" / "budget.json"
+LIMITS = json.loads(BUDGET_FILE.read_text())[KEY]
 
 
 def _builtin_methods():
@@ -21,11 +24,56 @@ def test_every_builtin_method_has_a_budget():
     assert set(LIMITS) == _builtin_methods()
 
 
-@pytest.mark.parametrize("method, codec", [(m, c) for m, codecs in LIMITS.items() for c in codecs])
-def test_uplink_per_client_round_matches_the_budget(method, codec):
-    spec = RunSpec(method=method, codec=codec, model=BUDGET["model"], clients=2, clients_per_round=1, rounds=1,
-                   local_steps=1, batch_size=2)
-    measured = run(spec, None)["rounds"][0]["uplink_bytes"]
-    budget = LIMITS[method][codec]
-    assert measured <= budget, f"{method}/{codec}: uplink rose from {budget} to {measured} bytes per client-round"
-    assert measured == budget, f"{method}/{codec}: uplink fell from {budget} to {measured} bytes; record it in leaderboard/budget.json"
+class Grows(Method):
+    """A third party's method; its next version uploads a larger LoRA."""
+
+    name = "grows"
+
+    @dataclass(frozen=True)
+    class Options(LoraOptions):
+        rank: int = 4
+
+    def prepare(self, model):
+        return Parts(shared=self.options.lora(model, "global"))
+
+
+def test_budget_update_then_check_guards_a_plugin_method(cli, register, tmp_path, monkeypatch):
+    register(Grows)
+    budget = tmp_path / "budget.json"
+    code, out, err = cli("budget", "update", "--budget", str(budget), "--methods", "grows", "--codecs", "fp32,int8")
+    assert code == 0, err
+    figures = json.loads(budget.read_text())[KEY]["grows"]
+    assert figures == {"fp32": 16 + 4 * 8 * 2 * 4 * 96, "int8": measure("grows", "int8")}  # 8 LoRA modules, A and B rank 4
+    code, out, _ = cli("budget", "check", "--budget", str(budget))
+    assert code == 0 and out.count("| ok") == 2
+
+    @dataclass(frozen=True)
+    class Bigger(LoraOptions):
+        rank: int = 8
+
+    monkeypatch.setattr(Grows, "Options", Bigger)  # the payload grew
+    code, out, _ = cli("budget", "check", "--budget", str(budget))
+    assert code == 1
+    assert "| grows    | fp32    | 24,592   | 49,168     | 1.999   | ROSE |" in out
+    assert "over budget" in out.splitlines()[-1]
+
+
+def test_a_fall_is_reported_to_record_not_failed(cli, tmp_path):
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps({"model": "tiny", KEY: {"fedavg-lora": {"fp32": 60000}}}))
+    code, out, _ = cli("budget", "check", "--budget", str(budget))
+    assert code == 0 and "fell" in out and "pflbench budget update" in out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("check", "--budget", "nope.json"), "no budget file nope.json"),
+    (("check", "--budget", "README.md"), "is not JSON"),
+    (("check", "--budget", "leaderboard/budget.json", "--methods", "nope"), "method 'nope' is not installed"),
+    (("check", "--budget", "leaderboard/budget.json", "--codecs", "zip"), "unknown codec 'zip'"),
+    (("update", "--budget", "new.json"), "name the methods to budget with --methods"),
+])
+def test_budget_mistakes_are_one_line(cli, args, needle, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    code, out, err = cli("budget", *args)
+    assert code == 2 and needle in err and err.count("\n") == 1
+    assert not Path("new.json").exists()

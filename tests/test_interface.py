@@ -17,7 +17,6 @@ from pflbench.federation.codec import HEADER_BYTES, CODECS, Schema, make_codec
 from pflbench.federation.engine import Runner, resolve, run
 from pflbench.methods import (LocalContext, LocalResult, LoraOptions, Method, Parts, RoundInfo, Update, fedavg,
                               train_steps)
-from pflbench.registry import Entry
 from pflbench.results.record import strip_timing
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -44,17 +43,6 @@ def test_a_batch_is_what_readme_says(small_spec):
     assert set(batch) <= documented and {"input_ids", "attention_mask", "labels"} == set(batch)
     assert all(t.shape == (3, batch["input_ids"].shape[1]) and t.dtype == torch.long for t in batch.values())
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
-
-
-@pytest.fixture
-def register(monkeypatch):
-    """Make a method class in this file resolvable by name, as an installed plugin is."""
-
-    def add(cls):
-        monkeypatch.setitem(registry.methods.entries(), cls.name, Entry(cls.name, lambda: cls, f"tests:{cls.__name__}", "tests"))
-        return cls
-
-    return add
 
 
 class Probe(Method):

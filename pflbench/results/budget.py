@@ -1,0 +1,102 @@
+"""The communication budget: uplink bytes per client-round of each method under each codec,
+measured from encoded payloads, against a budget file (``pflbench budget check`` / ``update``).
+
+A budget file is JSON::
+
+    {"model": "tiny", "uplink_bytes_per_client_round": {"METHOD": {"CODEC": BYTES, ...}, ...}}
+
+A measurement is one round of one client taking one local step (batch 2) on ``model``: the
+round's ``uplink_bytes``, the summed length of the payloads produced. Any rise is a regression;
+a fall is a change to record (``update``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pflbench.errors import UserError
+
+DEFAULT_CODECS = ("fp32", "fp16", "int8", "topk:0.1")
+KEY = "uplink_bytes_per_client_round"
+ABOUT = ("Uplink bytes per client-round (one client, one local step), measured from the encoded payloads by "
+         "`pflbench budget update`; `pflbench budget check` fails when any figure rises.")
+
+
+def measure(method: str, codec: str, model: str = "tiny") -> int:
+    """Uplink bytes of one client-round of ``method`` under ``codec`` on ``model``."""
+    from pflbench.config import RunSpec
+    from pflbench.federation.engine import run
+
+    spec = RunSpec(method=method, codec=codec, model=model, clients=2, clients_per_round=1, rounds=1, local_steps=1, batch_size=2)
+    return run(spec, None)["rounds"][0]["uplink_bytes"]
+
+
+def read(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no budget file {path}; write one with `pflbench budget update --budget {path}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"budget file {path} is not JSON: {exc}") from None
+    table = data.get(KEY) if isinstance(data, dict) else None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) and all(isinstance(b, int) for b in v.values()) for v in table.values()):
+        raise UserError(f"budget file {path}: expected {{\"{KEY}\": {{METHOD: {{CODEC: BYTES}}}}}}")
+    return data
+
+
+def write(path: Path, data: dict) -> None:
+    """One line per method, so a diff shows which method changed."""
+    table = dict(sorted(data[KEY].items()))
+    head = {k: v for k, v in data.items() if k != KEY}
+    lines = ",\n".join(f"    {json.dumps(m)}: {json.dumps(v)}" for m, v in table.items())
+    text = json.dumps(head, indent=2)[:-2] + (",\n" if head else "") + f'  "{KEY}": {{\n{lines}\n  }}\n}}\n'
+    Path(path).write_text(text)
+
+
+@dataclass(frozen=True)
+class Line:
+    method: str
+    codec: str
+    budget: int | None  # None: not in the budget file
+    measured: int
+
+    @property
+    def verdict(self) -> str:
+        if self.budget is None:
+            return "new"
+        return "ok" if self.measured == self.budget else ("ROSE" if self.measured > self.budget else "fell")
+
+    @property
+    def ratio(self) -> float | None:
+        if self.budget is None:
+            return None
+        return self.measured / self.budget if self.budget else (1.0 if self.measured == 0 else float("inf"))
+
+
+def compare(data: dict, methods: list[str] | None, codecs: list[str] | None, progress=None) -> list[Line]:
+    """Measure ``methods`` (default: every method in the budget) under ``codecs`` (default: the
+    budget's codecs for that method, or the standard ones)."""
+    from pflbench import registry
+
+    table = data[KEY]
+    known = registry.methods.names()
+    chosen = methods or list(table)
+    missing = [m for m in chosen if m not in known]
+    if missing:
+        raise UserError(f"method {missing[0]!r} is not installed; installed: {', '.join(known)}")
+    lines = []
+    for m in chosen:
+        for c in codecs or list(table.get(m) or DEFAULT_CODECS):
+            if progress:
+                progress(f"{m} / {c}")
+            lines.append(Line(m, c, table.get(m, {}).get(c), measure(m, c, data.get("model", "tiny"))))
+    return lines
+
+
+def updated(data: dict, lines: list[Line]) -> dict:
+    table = {m: dict(v) for m, v in data[KEY].items()}
+    for line in lines:
+        table.setdefault(line.method, {})[line.codec] = line.measured
+    return {**data, KEY: table}
