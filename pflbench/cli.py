@@ -367,8 +367,7 @@ def channel_show(
     """Print a channel's parameters and the distribution of rate, airtime, energy and delivery."""
     import dataclasses
 
-    import numpy as np
-
+    from pflbench.channel.base import link_statistics
     from pflbench.channel.cards import resolve_channel
 
     if clients <= 0 or rounds <= 0:
@@ -377,11 +376,7 @@ def channel_show(
     payload_bytes = _payload_size(payload_bytes, method, model, codec)
     sim = channel.simulate(payload_bytes, clients, rounds=rounds)
     params = dataclasses.asdict(channel.p) if hasattr(channel, "p") else {"name": channel.name}
-    stats = {}
-    for key, scale, unit in (("rate_bps", 1e-6, "Mbit/s"), ("airtime_s", 1, "s"), ("energy_j", 1, "J")):
-        v = sim[key] * scale
-        stats[f"{key.split('_')[0]} ({unit})"] = {q: float(np.percentile(v, p)) for q, p in (("p10", 10), ("p50", 50), ("p90", 90))}
-    stats["delivery probability"] = {"mean": float(sim["delivery_prob"].mean()), "p10": float(np.percentile(sim["delivery_prob"], 10))}
+    stats = link_statistics(sim)
     if as_json:
         print(json.dumps({"name": channel.name, "card": getattr(channel, "card", None), "parameters": params, "stats": stats}, default=str))
     else:
@@ -395,32 +390,10 @@ def channel_show(
         d = stats["delivery probability"]
         print(f"delivery probability: mean {d['mean']:.3f}, p10 {d['p10']:.3f}")
     if plot is not None:
-        _plot_channel(channel.name, sim, plot)
+        from pflbench.results.plots import channel_histograms
+
+        channel_histograms(channel.name, sim, plot)
         _err(f"plot: {plot}")
-
-
-def _plot_channel(name: str, sim: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from pflbench.results.plots import save_figure
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-    for ax, (key, label, scale) in zip(axes, (("rate_bps", "rate (Mbit/s)", 1e-6), ("airtime_s", "airtime (s)", 1),
-                                             ("energy_j", "energy (J)", 1), ("delivery_prob", "delivery probability", 1))):
-        v = sim[key] * scale
-        v = v[np.isfinite(v)]
-        heavy_tailed = key in ("airtime_s", "energy_j") and v.size and v.min() > 0 and v.max() / v.min() > 100
-        bins = np.logspace(np.log10(v.min()), np.log10(v.max()), 40) if heavy_tailed else 40
-        ax.hist(v, bins=bins, color="#3b6ea5")
-        if heavy_tailed:
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-    axes[0].set_ylabel("client-rounds")
-    save_figure(fig, name, path)
 
 
 task_app = typer.Typer(help="Inspect task cards and their partitions.", no_args_is_help=True)
@@ -477,33 +450,10 @@ def task_show(
             if template is not None and _has_fields(template, first):
                 print(f"example {field}: {task._fill(template, first)!r}"[:300])
     if plot is not None:
-        _plot_task(task.name, groups, values, shares, plot)
+        from pflbench.results.plots import task_partition
+
+        task_partition(task.name, groups, values, shares, plot)
         _err(f"plot: {plot}")
-
-
-def _plot_task(name, groups, values, shares, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from pflbench.results.plots import save_figure
-
-    fig, axes = plt.subplots(1, 2 if values else 1, figsize=(12 if values else 6, 3.5), squeeze=False)
-    axes[0][0].bar(range(len(groups)), [len(g) for _, g in groups], color="#3b6ea5")
-    axes[0][0].set_xlabel("client")
-    axes[0][0].set_ylabel("examples")
-    if values:
-        bottom = np.zeros(len(groups))
-        for j, v in enumerate(values[:12]):
-            col = np.array([s[j] for s in shares])
-            axes[0][1].bar(range(len(groups)), col, bottom=bottom, label=v)
-            bottom += col
-        axes[0][1].set_xlabel("client")
-        axes[0][1].set_ylabel("label share")
-        axes[0][1].legend(fontsize=7, ncol=2)
-    save_figure(fig, name, path)
 
 
 reward_app = typer.Typer(help="Inspect reward models.", no_args_is_help=True)
@@ -565,18 +515,17 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
     import dataclasses
 
     if what is What.channels:
+        from pflbench.channel.base import link_statistics
         from pflbench.channel.cards import resolve_channel
 
-        import numpy as np
-
         channel = resolve_channel(name)
-        sim = channel.simulate(payload_bytes, clients, rounds=100)
-        rate = float(np.median(sim["rate_bps"]))
+        stats = link_statistics(channel.simulate(payload_bytes, clients, rounds=100))
+        rate = stats["rate (Mbit/s)"]["p50"]
         return {
             "name": name,
-            "median rate Mbit/s": "unlimited" if np.isinf(rate) else round(rate / 1e6, 2),
-            "median airtime s": round(float(np.median(sim["airtime_s"])), 3),
-            "delivery": round(float(sim["delivery_prob"].mean()), 3),
+            "median rate Mbit/s": "unlimited" if rate == float("inf") else round(rate, 2),
+            "median airtime s": round(stats["airtime (s)"]["p50"], 3),
+            "delivery": round(stats["delivery probability"]["mean"], 3),
             "description": describe(channel),
         }
     if what is What.tasks:

@@ -85,3 +85,19 @@ class Channel:
     def delivery_probability(self, link: Link, outcome: Outcome) -> float:
         """Probability that this link delivers, before the random loss draw."""
         return 1.0 if outcome.status == DELIVERED else 0.0
+
+
+def link_statistics(sim: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Percentiles (p10, p50, p90) of rate (Mbit/s), airtime (s) and energy (J), and the mean
+    and p10 of the delivery probability, over ``Channel.simulate``'s client-rounds."""
+    def pct(v: np.ndarray, p: float) -> float:
+        with np.errstate(invalid="ignore"):  # inf - inf between two unlimited rates
+            q = float(np.percentile(v, p))
+        return float("inf") if q != q and not np.isnan(v).any() else q
+
+    stats = {}
+    for key, scale, unit in (("rate_bps", 1e-6, "Mbit/s"), ("airtime_s", 1, "s"), ("energy_j", 1, "J")):
+        v = sim[key] * scale
+        stats[f"{key.split('_')[0]} ({unit})"] = {q: pct(v, p) for q, p in (("p10", 10), ("p50", 50), ("p90", 90))}
+    stats["delivery probability"] = {"mean": float(sim["delivery_prob"].mean()), "p10": pct(sim["delivery_prob"], 10)}
+    return stats

@@ -77,3 +77,51 @@ def reward_scatter(records: list[dict[str, Any]], path: Path) -> None:
     fig.colorbar(sc, ax=axes[0].tolist(), label=f"client's weight on {roles[0]}")
     tasks = sorted({r["task"]["name"] for r in records if r.get("task", {}).get("kind") == "reward"})
     save_figure(fig, f"{', '.join(tasks)}: each client's rewards (every seed)", path, tight=False)
+
+
+def channel_histograms(name: str, sim: dict, path: Path) -> None:
+    """Histograms of rate, airtime, energy and delivery probability over simulated client-rounds
+    (``Channel.simulate``); airtime and energy on a log axis when heavy-tailed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    for ax, (key, label, scale) in zip(axes, (("rate_bps", "rate (Mbit/s)", 1e-6), ("airtime_s", "airtime (s)", 1),
+                                             ("energy_j", "energy (J)", 1), ("delivery_prob", "delivery probability", 1))):
+        v = sim[key] * scale
+        v = v[np.isfinite(v)]
+        heavy_tailed = key in ("airtime_s", "energy_j") and v.size and v.min() > 0 and v.max() / v.min() > 100
+        bins = np.logspace(np.log10(v.min()), np.log10(v.max()), 40) if heavy_tailed else 40
+        ax.hist(v, bins=bins, color="#3b6ea5")
+        if heavy_tailed:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("client-rounds")
+    save_figure(fig, name, path)
+
+
+def task_partition(name: str, groups: list, values: list[str], shares: list[list[float]], path: Path) -> None:
+    """Examples per client and, for label tasks, each client's label shares (stacked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2 if values else 1, figsize=(12 if values else 6, 3.5), squeeze=False)
+    axes[0][0].bar(range(len(groups)), [len(g) for _, g in groups], color="#3b6ea5")
+    axes[0][0].set_xlabel("client")
+    axes[0][0].set_ylabel("examples")
+    if values:
+        bottom = np.zeros(len(groups))
+        for j, v in enumerate(values[:12]):
+            col = np.array([s[j] for s in shares])
+            axes[0][1].bar(range(len(groups)), col, bottom=bottom, label=v)
+            bottom += col
+        axes[0][1].set_xlabel("client")
+        axes[0][1].set_ylabel("label share")
+        axes[0][1].legend(fontsize=7, ncol=2)
+    save_figure(fig, name, path)
