@@ -271,7 +271,7 @@ def bench(
 @app.command()
 def table(
     results_dir: Path = typer.Argument(DEFAULT_RESULTS, help="folder holding run records"),
-    fmt: str = typer.Option("github", "--format", help="any tabulate format: github, plain, latex, ..."),
+    fmt: str = typer.Option("github", "--format", help="csv or json (the numbers behind the tables, one row per method and setting), or any tabulate format: github, plain, latex, ..."),
     rewards_plot: Optional[Path] = typer.Option(None, help="reward tasks: draw each client's helpfulness against its harmlessness, coloured by its weight, to this PNG file"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
@@ -280,14 +280,24 @@ def table(
     from pflbench.results.record import load_records
     from pflbench.results.table import render
 
-    if fmt not in tabulate_formats:
-        raise UserError(f"--format {fmt!r} is not a table format; choose one of: {', '.join(sorted(tabulate_formats))}")
+    if fmt not in (*tabulate_formats, "csv", "json"):
+        raise UserError(f"--format {fmt!r} is not a table format; choose csv, json or one of: {', '.join(sorted(tabulate_formats))}")
     if not results_dir.is_dir():
         raise UserError(f"{results_dir} is not a folder of run records")
     records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
-    print(render(records, fmt))
+    if fmt == "csv":
+        from pflbench.results.table import render_csv
+
+        print(render_csv(records), end="")
+    elif fmt == "json":
+        from pflbench.results.record import dumps
+        from pflbench.results.table import summary_rows
+
+        print(dumps(summary_rows(records)))
+    else:
+        print(render(records, fmt))
     if rewards_plot is not None:
         from pflbench.results.plots import reward_scatter
 

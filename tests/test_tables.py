@@ -71,6 +71,30 @@ def test_table_cells_are_means_and_intervals_over_seeds(folder):
     assert "resolved" in text
 
 
+def test_csv_and_json_carry_the_numbers_behind_the_table(folder, cli):
+    import csv
+    import io
+    import json as json_
+
+    records = load_records(folder)
+    by = {(r["spec"]["method"], r["spec"]["seed"]): r["summary"] for r in records}
+    fed = [by["fedavg-lora", s]["score"] for s in SEEDS]
+    loc = [by["local-only", s]["score"] for s in SEEDS]
+    code, out, _ = cli("table", str(folder), "--format", "json")
+    rows = {r["method"]: r for r in json_.loads(out)}
+    assert code == 0 and set(rows) == set(METHODS)
+    e, d = estimate(fed), estimate([f - l for f, l in zip(fed, loc)])
+    row = rows["fedavg-lora"]
+    assert (row["n"], row["seeds"], row["task"]) == (3, "0 1 2", "shakespeare-roles")
+    assert row["score"] == pytest.approx(e.mean) and row["score_low"] == pytest.approx(e.low) and row["score_high"] == pytest.approx(e.high)
+    assert row["delta_local_only"] == pytest.approx(d.mean) and row["delta_local_only_resolved"] == (d.low > 0 or d.high < 0)
+    assert rows["local-only"]["delta_local_only"] is None and rows["local-only"]["uplink_bytes"] == 0
+    code, out, _ = cli("table", str(folder), "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(table) == len(METHODS)
+    assert float(next(r for r in table if r["method"] == "fedavg-lora")["score"]) == pytest.approx(e.mean)
+
+
 def test_base_row_is_the_untrained_model_and_the_same_for_every_method(folder):
     records = load_records(folder)
     for seed in SEEDS:

@@ -214,3 +214,49 @@ def _diagnostic_differences(rows: list[Row], varying: list[str], diagnostics: li
 def render(records: list[dict[str, Any]], fmt: str = "github") -> str:
     """Every task's table, tasks in name order."""
     return "\n\n".join(task_table(task, rows, fmt) for task, rows in group(records).items())
+
+
+# ---- machine-readable rows (CSV, JSON) ------------------------------------------------------
+def _est(prefix: str, e: Estimate) -> dict[str, Any]:
+    ok = e.n >= 2
+    return {f"{prefix}": e.mean if e.n else None, f"{prefix}_low": e.low if ok else None, f"{prefix}_high": e.high if ok else None}
+
+
+def _diff(prefix: str, p: Paired | None) -> dict[str, Any]:
+    if p is None or p.diff.n == 0:
+        return {prefix: None, f"{prefix}_low": None, f"{prefix}_high": None, f"{prefix}_up": None, f"{prefix}_resolved": None}
+    return {**_est(prefix, p.diff), f"{prefix}_up": p.up, f"{prefix}_resolved": bool(p.diff.n >= 2 and p.diff.resolved)}
+
+
+def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per task, method and setting: the numbers behind the tables (means, 95% t
+    interval bounds over seeds, paired differences with their seed counts), for CSV and JSON."""
+    out = []
+    for task, rows in group(records).items():
+        for r in rows:
+            row: dict[str, Any] = {"task": task, "method": r.method, "metric": r.records[0]["summary"]["metric"],
+                                   **{k: (json.dumps(v, sort_keys=True) if k == "method_options" else v) for k, v in r.settings.items()},
+                                   "n": len(r.records), "seeds": " ".join(map(str, r.seeds))}
+            row.update(_est("score", r.estimate("score")))
+            row.update(_diff("delta_base", paired(r.per_seed("score"), r.per_seed("base_score"))))
+            row.update(_est("personalization_gain", r.estimate("personalization_gain")))
+            for ref in REFERENCE_METHODS:
+                row.update(_diff(f"delta_{ref.replace('-', '_')}", compare(r, rows, ref)))
+            row.update(_est("worst_client_score", r.estimate("worst_client_score")))
+            row.update(_est("shared_score", r.estimate("shared_score")))
+            for key in ("uplink_bytes", "downlink_bytes", "airtime_s", "energy_j", "delivered_updates", "lost_updates", "late_updates"):
+                row[key] = r.mean(key)
+            out.append(row)
+    return out
+
+
+def render_csv(records: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    rows = summary_rows(records)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
