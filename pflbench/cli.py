@@ -17,7 +17,7 @@ import typer
 from tabulate import tabulate
 
 from pflbench import registry
-from pflbench.config import RunSpec, parse_options, resolve_spec
+from pflbench.config import RunSpec, parse_options, parse_seeds, resolve_spec
 from pflbench.errors import UserError
 from pflbench.registry import describe
 
@@ -180,21 +180,6 @@ def run(
     _err(f"record: {results_dir / record['run_id'] / 'record.json'}")
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0-4"``, ``"0,2,5"``, ``"0-2,7"`` -> sorted distinct seeds."""
-    seeds: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        lo, dash, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi if dash else lo)
-        except ValueError:
-            raise UserError(f"--seeds expects non-negative integers and ranges such as 0-4 or 0,2,5; got {text!r}") from None
-        if first < 0 or last < first:
-            raise UserError(f"--seeds: {part!r} is not a range of non-negative seeds (low-high)")
-        seeds.update(range(first, last + 1))
-    return sorted(seeds)
-
-
 def _bench_options(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
     """``KEY=VALUE`` goes to every method that declares KEY; ``METHOD:KEY=VALUE`` to that one."""
     import dataclasses
@@ -261,6 +246,65 @@ def bench(
         return
     print(render(records))
     everything = render(load_records(results_dir, warn=_err))
+    try:
+        (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {results_dir / 'leaderboard.md'}: {exc.strerror or exc} (the runs themselves are kept)") from None
+    _err(f"table of every run in {results_dir}: {results_dir / 'leaderboard.md'}")
+
+
+@app.command()
+def sweep(
+    suite_file: Path = typer.Argument(..., help="suite file (YAML): lists of methods, tasks, channels, codecs, models, seeds; run settings; overrides"),
+    results_dir: Path = _results,
+    jobs: int = typer.Option(1, "--jobs", "-j", help="runs at once, each in its own process with its share of the CPU threads"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs (done, partial, to do) with estimated times; run nothing"),
+    data_dir: Optional[Path] = _data_dir,
+) -> None:
+    """Run every combination of a suite file into RESULTS_DIR, then write
+    RESULTS_DIR/leaderboard.md. Finished runs are kept, interrupted ones resume: stopped at any
+    moment and started again, a sweep runs nothing twice and loses nothing."""
+    from pflbench.results import sweep as sw
+    from pflbench.results.record import load_records
+    from pflbench.results.table import render
+
+    _use_data_dir(data_dir)
+    if jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    suite = sw.load_suite(suite_file)
+    planned = sw.plan(sw.expand(suite, warn=_err), results_dir)
+    if not planned:
+        raise UserError(f"{suite_file} describes no runs")
+    known = [p.estimate_s for p in planned if p.status != "done" and p.estimate_s is not None]
+    unknown = sum(p.status != "done" and p.estimate_s is None for p in planned)
+    counts = {s: sum(p.status == s for p in planned) for s in ("done", "partial", "todo")}
+    summary = (f"{len(planned)} runs: {counts['done']} done, {counts['partial']} interrupted (resume), {counts['todo']} to run; "
+               f"estimated {sum(known) / 60:.1f} min of runs" + (f" plus {unknown} with nothing to estimate from" if unknown else "")
+               + (f", over {jobs} jobs" if jobs > 1 else ""))
+    if dry_run:
+        print(tabulate([[i, sw.describe(p.spec), p.spec.run_id, p.status, "" if p.estimate_s is None else f"{p.estimate_s:.0f}"]
+                        for i, p in enumerate(planned, 1)], headers=["#", "run", "run id", "status", "est. s"], tablefmt="simple"))
+        print(summary)
+        return
+    _err(summary)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(planned), desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def done(p, result) -> None:
+        how = "kept" if result["kept"] else f"{result['wall_s']:.0f} s"
+        bar.write(f"[{sw.describe(p.spec)}] score {result['score']:.2f} ({how}) {result['run_id']}", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        sw.execute(planned, results_dir, jobs=jobs, on_done=done)
+    except KeyboardInterrupt:
+        _err(f"interrupted: finished runs are kept, finished rounds of the others in {results_dir}; the same command goes on")
+        raise typer.Exit(130)
+    finally:
+        bar.close()
+    everything = render(load_records(results_dir, warn=_err))
+    print(everything)
     try:
         (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
     except OSError as exc:

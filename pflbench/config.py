@@ -158,3 +158,18 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
             raise UserError(f"--opt expects KEY=VALUE, got {pair!r}")
         out[key.strip().replace("-", "_")] = value.strip()
     return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"``, ``"0,2,5"``, ``"0-2,7"`` -> sorted distinct seeds."""
+    seeds: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        lo, dash, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise UserError(f"--seeds expects non-negative integers and ranges such as 0-4 or 0,2,5; got {text!r}") from None
+        if first < 0 or last < first:
+            raise UserError(f"--seeds: {part!r} is not a range of non-negative seeds (low-high)")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)

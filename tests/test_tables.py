@@ -142,7 +142,7 @@ def test_label_tasks_get_a_majority_label_row(tmp_path, small_spec):
 
 @pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]), ("3-4,0", [0, 3, 4]), ("7", [7])])
 def test_seed_lists_and_ranges(text, seeds):
-    from pflbench.cli import parse_seeds
+    from pflbench.config import parse_seeds
 
     assert parse_seeds(text) == seeds
 

@@ -1,0 +1,240 @@
+"""Sweeps: a grid of runs from a suite file (``pflbench sweep SUITE.yaml``).
+
+A suite file is YAML::
+
+    methods: [fedavg-lora, pftt]      # or "all": every registered method that loads
+    tasks: [synth-world]
+    channels: [ideal, lte-cell-edge]
+    codecs: [fp32]
+    models: [tiny]                    # omitted: each task card's model
+    seeds: 0-2                        # a list, or a range text as for --seeds
+    rounds: 2                         # any run setting, named like its flag
+    clients_per_round: 2
+    overrides:                        # per-entry changes, applied after the settings above
+      tasks:
+        synth-align: {lr: 0.003}
+      methods:
+        pfit: {opt: {mu: 0.1}}        # method options, as --opt
+
+Runs are the product of the lists. Each is an ordinary run into the results folder: a finished
+one is kept (not run again), an interrupted one resumes from its checkpoint, and a run is
+written by one process at a time (its folder's lock), so a sweep stopped at any moment and
+started again runs nothing twice and loses nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from pflbench.config import RunSpec, resolve_spec
+from pflbench.errors import UserError, shown
+
+Positive = Annotated[StrictInt, Field(gt=0)]
+Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
+
+
+class Settings(BaseModel):
+    """Run settings a suite (or one of its overrides) may set, named like their flags."""
+
+    model_config = ConfigDict(extra="forbid")
+    clients: Optional[Positive] = None
+    clients_per_round: Optional[Positive] = None
+    rounds: Optional[Positive] = None
+    local_steps: Optional[Positive] = None
+    batch_size: Optional[Positive] = None
+    lr: Optional[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = None
+    eval_every: Optional[Annotated[StrictInt, Field(ge=0)]] = None
+    device: Optional[StrictStr] = None
+    opt: dict[StrictStr, Scalar] = {}  # method options
+
+
+class Overrides(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: dict[StrictStr, Settings] = {}
+    methods: dict[StrictStr, Settings] = {}
+
+
+class Suite(Settings):
+    methods: Union[Literal["all"], list[StrictStr]] = "all"
+    tasks: list[StrictStr] = Field(default_factory=lambda: [RunSpec.task], min_length=1)
+    channels: list[StrictStr] = Field(default_factory=lambda: ["ideal"], min_length=1)
+    codecs: list[StrictStr] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    models: list[Optional[StrictStr]] = Field(default_factory=lambda: [None], min_length=1)
+    seeds: Union[StrictStr, StrictInt, list[Annotated[StrictInt, Field(ge=0)]]] = [0]
+    overrides: Overrides = Overrides()
+
+
+def load_suite(path: Path) -> Suite:
+    from pflbench.yamlcards import read_card
+
+    data, where = read_card(Path(path), "suite")
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: a suite file is a mapping of settings (methods:, tasks:, seeds:, ...)")
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(shown(x) for x in err["loc"]) or "(top level)"
+        raise UserError(f"{where}: {field}: {err['msg']} (got {repr(err.get('input'))[:60]})") from None
+
+
+def seeds_of(value: Union[str, int, list[int]]) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list):
+        return sorted(set(value))
+    from pflbench.config import parse_seeds
+
+    return parse_seeds(value)
+
+
+def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> list[str]:
+    from pflbench import registry
+
+    if suite.methods != "all":
+        for name in suite.methods:
+            registry.methods.get(name)  # a typo fails before any run
+        return list(suite.methods)
+    names = []
+    for name in registry.methods.names():
+        try:
+            registry.methods.get(name)
+            names.append(name)
+        except UserError as exc:
+            if warn:
+                warn(f"warning: left out: {exc}")
+    return names
+
+
+SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device")
+
+
+def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:
+    """Every run of the suite, resolved (flags, then the task card's defaults, then the
+    method's), in order task, model, channel, codec, seed, method."""
+    for name in suite.overrides.tasks:
+        if name not in suite.tasks:
+            raise UserError(f"suite overrides task {name!r}, which is not in its tasks ({', '.join(suite.tasks)})")
+    methods = method_names(suite, warn)
+    for name in suite.overrides.methods:
+        if name not in methods:
+            raise UserError(f"suite overrides method {name!r}, which is not in its methods ({', '.join(methods)})")
+    specs = []
+    for task, model, channel, codec, seed, method in itertools.product(
+            suite.tasks, suite.models, suite.channels, suite.codecs, seeds_of(suite.seeds), methods):
+        given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
+        opts = {k: str(v) for k, v in suite.opt.items()}
+        for layer in (suite.overrides.tasks.get(task), suite.overrides.methods.get(method)):
+            if layer is not None:
+                given.update({k: getattr(layer, k) for k in SETTING_KEYS if getattr(layer, k) is not None})
+                opts.update({k: str(v) for k, v in layer.opt.items()})
+        if given["eval_every"] is None:
+            given["eval_every"] = RunSpec.eval_every
+        given["device"] = given["device"] or "cpu"
+        specs.append(resolve_spec(method=method, task=task, model=model, channel=channel, codec=codec, seed=seed,
+                                  method_options=opts, **given))
+    return specs
+
+
+@dataclass(frozen=True)
+class Planned:
+    spec: RunSpec
+    status: str  # done | partial | todo
+    estimate_s: float | None  # from earlier runs in the results folder; None: nothing to go by
+
+
+def _work(spec: dict[str, Any]) -> float:
+    return spec["rounds"] * spec["clients_per_round"] * spec["local_steps"]
+
+
+def plan(specs: list[RunSpec], results_dir: Path) -> list[Planned]:
+    """Each run's status in ``results_dir`` and its estimated time: the wall time per unit of
+    work (rounds x clients per round x local steps) of earlier runs of the same task, method,
+    model and device, else of the same task and model, times this run's work."""
+    from pflbench.results.record import CHECKPOINT, load_records, partial_dir
+
+    rates: dict[tuple, list[float]] = {}
+    if Path(results_dir).is_dir():
+        for rec in load_records(results_dir):
+            s = rec["spec"]
+            rate = rec["summary"]["wall_s"] / _work(s)
+            rates.setdefault((s["task"], s["method"], s["model"], s.get("device", "cpu")), []).append(rate)
+            rates.setdefault((s["task"], s["model"]), []).append(rate)
+    out = []
+    for spec in specs:
+        if (Path(results_dir) / spec.run_id / "record.json").exists():
+            status = "done"
+        elif (partial_dir(results_dir, spec.run_id) / CHECKPOINT).exists():
+            status = "partial"
+        else:
+            status = "todo"
+        known = rates.get((spec.task, spec.method, spec.model, spec.device)) or rates.get((spec.task, spec.model))
+        est = (sum(known) / len(known)) * _work(spec.to_dict()) if known else None
+        out.append(Planned(spec, status, est))
+    return out
+
+
+def run_one(spec_dict: dict[str, Any], results_dir: str, threads: int | None = None) -> dict[str, Any]:
+    """One run in this process (or a worker's): its run id, score and wall time. A finished
+    run is read back, not run again."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from pflbench.federation.engine import run
+    from pflbench.results.record import read_record
+
+    spec = RunSpec(**spec_dict)
+    done = read_record(Path(results_dir) / spec.run_id)
+    record = done if done is not None else run(spec, results_dir)
+    return {"run_id": spec.run_id, "kept": done is not None, "score": record["summary"]["score"],
+            "wall_s": record["summary"]["wall_s"]}
+
+
+def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
+            on_done: Callable[[Planned, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every planned run not yet done; ``jobs`` processes at once (each with its share of
+    the CPU threads). ``on_done(planned, result)`` is called as each finishes."""
+    results = []
+    todo = [p for p in planned if p.status != "done"]
+    for p in planned:
+        if p.status == "done":
+            result = run_one(p.spec.to_dict(), str(results_dir))
+            results.append(result)
+            if on_done:
+                on_done(p, result)
+    if jobs <= 1:
+        for p in todo:
+            result = run_one(p.spec.to_dict(), str(results_dir))
+            results.append(result)
+            if on_done:
+                on_done(p, result)
+        return results
+    import concurrent.futures as cf
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, p.spec.to_dict(), str(results_dir), threads): p for p in todo}
+        for fut in cf.as_completed(futures):
+            result = fut.result()
+            results.append(result)
+            if on_done:
+                on_done(futures[fut], result)
+    return results
+
+
+def describe(spec: RunSpec) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in spec.method_options.items())
+    return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {spec.channel} {spec.codec} {spec.model} seed {spec.seed}"
+
+
+def suite_json(suite: Suite) -> str:
+    return json.dumps(suite.model_dump(), sort_keys=True)

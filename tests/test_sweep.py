@@ -1,0 +1,116 @@
+"""pflbench sweep: suite files, the grid they describe, and a sweep stopped at any moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pflbench.results.record import load_records, strip_timing
+from pflbench.results.sweep import expand, load_suite
+
+SUITE = """
+methods: [fedavg-lora, local-only]
+tasks: [synth-world]
+channels: [ideal, lte-cell-edge]
+seeds: 0-1
+rounds: 2
+clients: 4
+clients_per_round: 2
+local_steps: 2
+overrides:
+  methods:
+    local-only: {opt: {rank: 4}, local_steps: 3}
+  tasks:
+    synth-world: {lr: 0.02}
+"""
+
+
+def _suite(tmp_path: Path, text: str = SUITE, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_suite_is_the_product_of_its_lists_with_overrides_applied(tmp_path):
+    specs = expand(load_suite(_suite(tmp_path)))
+    assert len(specs) == 2 * 2 * 2 and len({s.run_id for s in specs}) == 8
+    assert {(s.method, s.channel, s.seed) for s in specs} == {(m, c, x) for m in ("fedavg-lora", "local-only")
+                                                              for c in ("ideal", "lte-cell-edge") for x in (0, 1)}
+    for s in specs:
+        assert (s.rounds, s.clients, s.clients_per_round, s.lr) == (2, 4, 2, 0.02)
+        assert (s.local_steps, s.method_options) == ((3, {"rank": "4"}) if s.method == "local-only" else (2, {}))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("methods: [fedavg-lora]\nrounds: two\n", "rounds: Input should be a valid integer"),
+    ("methods: [fedavg-lora]\nrouns: 2\n", "rouns: Extra inputs are not permitted"),
+    ("methods: [nope]\n", "unknown method 'nope'"),
+    ("methods: [fedavg-lora]\ntasks: [synth-world]\noverrides: {tasks: {synth-align: {lr: 0.1}}}\n", "overrides task 'synth-align', which is not in its tasks"),
+    ("methods: [fedavg-lora]\nseeds: 3-1\n", "not a range of non-negative seeds"),
+    ("- a\n- b\n", "a suite file is a mapping"),
+    ("methods: [fedavg-lora]\nclients: 2\nclients_per_round: 3\n", "cannot exceed --clients"),
+])
+def test_suite_mistakes_are_one_line_naming_the_field(cli, tmp_path, text, needle):
+    code, out, err = cli("sweep", str(_suite(tmp_path, text)), "--results-dir", str(tmp_path / "r"), "--dry-run")
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_lists_each_run_with_its_status_and_an_estimate_from_earlier_runs(cli, tmp_path):
+    suite = _suite(tmp_path, SUITE.replace("channels: [ideal, lte-cell-edge]", "channels: [ideal]"))
+    code, out, _ = cli("sweep", str(suite), "--results-dir", str(tmp_path / "r"), "--dry-run")
+    assert code == 0 and out.count(" todo") == 4 and "4 runs: 0 done, 0 interrupted (resume), 4 to run" in out
+    assert not (tmp_path / "r").exists()
+    code, out, err = cli("sweep", str(suite), "--results-dir", str(tmp_path / "r"))
+    assert code == 0 and err.count("] score ") == 4 and (tmp_path / "r" / "leaderboard.md").exists()
+    bigger = _suite(tmp_path, SUITE.replace("channels: [ideal, lte-cell-edge]", "channels: [ideal]").replace("rounds: 2", "rounds: 4"), "bigger.yaml")
+    code, out, _ = cli("sweep", str(bigger), "--results-dir", str(tmp_path / "r"), "--dry-run")
+    assert code == 0 and out.count(" todo") == 4 and "nothing to estimate from" not in out  # estimated from the rounds-2 runs
+    code, out, _ = cli("sweep", str(suite), "--results-dir", str(tmp_path / "r"), "--dry-run")
+    assert out.count("  done ") == 4 and "4 runs: 4 done" in out
+
+
+def _sweep(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pflbench.cli", "sweep", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_and_started_again_runs_nothing_twice_and_loses_nothing(tmp_path):
+    """Reference: the whole sweep in one process. Then the same sweep with --jobs 2, killed
+    (kill -9 on the whole process group) once a run has finished, and started again: the
+    same records, and the runs finished before the kill are untouched."""
+    suite = _suite(tmp_path, SUITE.replace("rounds: 2", "rounds: 6"))
+    ref = _sweep(str(suite), "--results-dir", str(tmp_path / "ref"))
+    assert ref.wait(timeout=600) == 0, ref.communicate()
+    expected = {r["run_id"]: strip_timing(r) for r in load_records(tmp_path / "ref")}
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pflbench.cli", "sweep", str(suite), "--results-dir", str(out), "--jobs", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    end = time.time() + 300
+    while not list(out.glob("*/record.json")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end
+        time.sleep(0.01)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/record.json")}
+    assert 0 < len(finished) < len(expected), "the sweep finished before the kill: lengthen it"
+    again = _sweep(str(suite), "--results-dir", str(out))
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert err.count("(kept)") == len(finished)  # not run again
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/record.json") if p.parent.name in finished} == finished
+    got = {r["run_id"]: strip_timing(r) for r in load_records(out)}
+    assert got == expected and not list(out.glob("*.partial"))
+    for run_id in expected:  # one line per round: nothing appended twice
+        assert len((out / run_id / "rounds.jsonl").read_text().splitlines()) == 6
