@@ -114,3 +114,17 @@ def test_a_sweep_killed_and_started_again_runs_nothing_twice_and_loses_nothing(t
     assert got == expected and not list(out.glob("*.partial"))
     for run_id in expected:  # one line per round: nothing appended twice
         assert len((out / run_id / "rounds.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("suite", sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "suites").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_suite_expands(suite, monkeypatch):
+    """quick, full and smollm2 parse, name only installed methods, tasks and channels, and give
+    the grid they describe (the smollm2 suite asks for cuda, which resolves without a GPU)."""
+    s = load_suite(suite)
+    specs = expand(s)
+    from pflbench.results.sweep import method_names, seeds_of
+
+    assert len(specs) == (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.codecs) * len(s.models)
+                          * len(seeds_of(s.seeds)))
+    assert len({sp.run_id for sp in specs}) == len(specs)
