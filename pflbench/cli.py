@@ -221,18 +221,8 @@ def bench(
     from pflbench.results.table import render
 
     _use_data_dir(data_dir)
-    if methods:
-        names = [m.strip() for m in methods.split(",") if m.strip()]
-        for name in names:  # fail on a typo before hours of training
-            registry.methods.get(name)
-    else:  # every registered method that loads; a broken plugin is named and left out
-        names = []
-        for name in registry.methods.names():
-            try:
-                registry.methods.get(name)
-                names.append(name)
-            except UserError as exc:
-                _err(f"warning: left out: {exc}")
+    # the named methods (a typo fails before hours of training), or every one that loads
+    names = registry.methods.usable([m.strip() for m in methods.split(",") if m.strip()] if methods else None, warn=_err)
     options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,

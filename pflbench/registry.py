@@ -59,6 +59,23 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self.entries())
 
+    def usable(self, names: list[str] | None = None, warn: Callable[[str], None] | None = None) -> list[str]:
+        """``names``, each checked to load (a typo fails here, before any work); or, with none
+        given, every registered one that loads, a broken plugin named through ``warn`` and left out."""
+        if names is not None:
+            for name in names:
+                self.get(name)
+            return list(names)
+        out = []
+        for name in self.names():
+            try:
+                self.get(name)
+                out.append(name)
+            except UserError as exc:
+                if warn:
+                    warn(f"warning: left out: {exc}")
+        return out
+
     def get(self, name: str) -> T:
         if name not in self._loaded:
             entries = self.entries()

@@ -98,19 +98,7 @@ def seeds_of(value: Union[str, int, list[int]]) -> list[int]:
 def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> list[str]:
     from pflbench import registry
 
-    if suite.methods != "all":
-        for name in suite.methods:
-            registry.methods.get(name)  # a typo fails before any run
-        return list(suite.methods)
-    names = []
-    for name in registry.methods.names():
-        try:
-            registry.methods.get(name)
-            names.append(name)
-        except UserError as exc:
-            if warn:
-                warn(f"warning: left out: {exc}")
-    return names
+    return registry.methods.usable(None if suite.methods == "all" else list(suite.methods), warn)
 
 
 SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device")
