@@ -38,7 +38,14 @@ def test_report_writes_tables_numbers_and_figures(results, cli, tmp_path):
     assert len(list(csv.DictReader((tmp_path / "rep" / "report.csv").open()))) == 6
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
-    assert page.count("data:image/png;base64,") == 5 and page.count("<table") == 2  # the table and its sub-scores
+    assert page.count("data:image/png;base64,") == 5 and page.count("<table") == 3  # the table, its sub-scores, channels
+    md = (tmp_path / "rep" / "report.md").read_text()
+    channels = md[md.index("### synth-world: what each channel costs"):]
+    by = {(r["method"], r["channel"]): r for r in rows}
+    lossy = by["fedavg-lora", "lte-cell-edge"]
+    line = next(l for l in channels.splitlines() if l.startswith("| fedavg-lora") and "lte-cell-edge" in l)
+    assert f"{lossy['lost_updates']:.1f}" in line and f"{lossy['airtime_s']:.2f}" in line
+    assert lossy["airtime_s"] > 0 and by["fedavg-lora", "ideal"]["airtime_s"] == 0
 
 
 def test_pareto_front_keeps_what_nothing_beats():

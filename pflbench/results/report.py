@@ -36,7 +36,7 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
     ``out``; return the files written."""
     from pflbench.results import plots
     from pflbench.results.record import dumps
-    from pflbench.results.table import group, render, render_csv, summary_rows, task_table
+    from pflbench.results.table import channel_table, group, render, render_csv, summary_rows, task_table
 
     if not records:
         raise UserError("no finished run records to report on")
@@ -51,7 +51,8 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
 
-    write("report.md", render(records) + "\n")
+    channels = channel_table(records)
+    write("report.md", render(records) + (f"\n\n{channels}" if channels else "") + "\n")
     write("report.csv", render_csv(records))
     write("report.json", dumps(rows, indent=1) + "\n")
     figures: list[tuple[str, str]] = []  # (file, caption)
@@ -71,6 +72,8 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
         figure("rewards.png", "Reward tasks: each client's helpfulness against its harmlessness, coloured by its weight.",
                lambda p: plots.reward_scatter(records, p))
     body = [_task_html(task_table(task, trs, "html")) for task, trs in group(records).items()]
+    if channels:
+        body.append(_task_html(channel_table(records, "html")))
     for name, caption in figures:
         data = base64.b64encode((out / name).read_bytes()).decode()
         body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'

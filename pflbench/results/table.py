@@ -260,3 +260,27 @@ def render_csv(records: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def channel_table(records: list[dict[str, Any]], fmt: str = "github") -> str | None:
+    """Per task, every method under every channel: the score, what the channel costs against
+    the same method's run on the ideal channel (paired seed by seed), lost and late updates,
+    airtime and energy per run (means over seeds). None when the records hold one channel."""
+    grouped = group(records)
+    if len({r.settings["channel"] for rows in grouped.values() for r in rows}) < 2:
+        return None
+    parts = []
+    for task, rows in grouped.items():
+        loose = lambda r: _key({k: v for k, v in r.settings.items() if k != "channel"})  # noqa: E731
+        ideal = {(r.method, loose(r)): r for r in rows if r.settings["channel"] == "ideal"}
+        body = []
+        for r in sorted(rows, key=lambda r: (r.method, r.settings["channel"] != "ideal", str(r.settings["channel"]))):
+            ref = ideal.get((r.method, loose(r)))
+            cost = "" if ref is None or ref is r else fmt_paired(paired(r.per_seed("score"), ref.per_seed("score")))
+            body.append([r.method, r.settings["channel"], len(r.records), fmt_estimate(r.estimate("score")), cost,
+                         f"{r.mean('lost_updates'):.1f}", f"{r.mean('late_updates'):.1f}", f"{r.mean('airtime_s'):.2f}",
+                         f"{r.mean('energy_j'):.3g}", human_bytes(r.mean("uplink_bytes"))])
+        header = ["method", "channel", "n", "score", "Δ ideal", "lost", "late", "airtime s", "energy J", "uplink"]
+        parts.append(f"### {task}: what each channel costs\n\n" + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))
+    return "\n\n".join(parts) + ("\n\nΔ ideal: the score minus the same method's on the ideal channel, paired seed by seed "
+                                 "(* resolved); lost, late: updates per run; airtime and energy: summed over a run's uploads.")
