@@ -162,7 +162,7 @@ def test_table_skips_bad_records_with_a_warning_and_refuses_unknown_formats(fini
     warnings = err.strip().splitlines()
     assert len(warnings) == 3 and all(w.startswith("warning: skipped") for w in warnings)
     assert any("shape" in w and "run_id" in w for w in warnings) and any("latin1" in w and "UTF-8" in w for w in warnings)
-    code, _, err = cli("table", str(tmp_path), "--format", "csv")
+    code, _, err = cli("table", str(tmp_path), "--format", "xml")
     assert code == 2 and err.count("\n") == 1 and "is not a table format" in err
 
 
