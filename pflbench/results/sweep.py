@@ -25,7 +25,6 @@ started again runs nothing twice and loses nothing.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +221,3 @@ def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
 def describe(spec: RunSpec) -> str:
     opts = ",".join(f"{k}={v}" for k, v in spec.method_options.items())
     return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {spec.channel} {spec.codec} {spec.model} seed {spec.seed}"
-
-
-def suite_json(suite: Suite) -> str:
-    return json.dumps(suite.model_dump(), sort_keys=True)
