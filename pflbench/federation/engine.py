@@ -154,12 +154,11 @@ class Runner:
                              + tuple(tuple(s) for s in exp.parts.messages.values()))
         self.store = ClientStore({n: self.params[n] for n in exp.parts.private})
         self.codec_memory: dict[int, dict] = {}  # per client, e.g. top-k's error-feedback residual
-        self.participation: dict[int, int] = {}  # client -> rounds it trained in
+        self.participation: dict[int, int] = {}  # client -> rounds it trained in (a key: it has trained)
         self.last_delivered: dict[int, bool] = {}  # client -> did its last upload arrive
         exp.channel.setup(exp.spec.clients, exp.spec.seed, exp.spec.local_steps, self.schema.numel)
         self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
         self.rounds: list[dict[str, Any]] = []
-        self.trained: set[int] = set()
 
     # ---- tensor plumbing --------------------------------------------------------------
     @torch.no_grad()
@@ -203,7 +202,6 @@ class Runner:
             if exp.parts.private:
                 self.store.put(c, self._snapshot(exp.parts.private))
             self.store.put_state(c, ctx.state)
-            self.trained.add(c)
             self.participation[c] = self.participation.get(c, 0) + 1
             weights.append(result.num_samples)
             losses.append(result.train_loss)
@@ -287,7 +285,7 @@ class Runner:
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "reference": self.reference, "trained": sorted(self.trained),
+        return {"rounds": self.rounds, "reference": self.reference,
                 "participation": {str(c): n for c, n in self.participation.items()},
                 "last_delivered": {str(c): d for c, d in self.last_delivered.items()}}
 
@@ -301,8 +299,9 @@ class Runner:
             elif kind in per_client:
                 c, _, name = rest.partition("/")
                 per_client[kind].setdefault(int(c), {})[name] = t
-        self.rounds, self.reference, self.trained = state["rounds"], state["reference"], set(state["trained"])
-        self.participation = {int(c): n for c, n in state.get("participation", {}).items()}
+        self.rounds, self.reference = state["rounds"], state["reference"]
+        # a checkpoint from before participation counts holds who trained only
+        self.participation = {int(c): n for c, n in state.get("participation", {c: 1 for c in state.get("trained", [])}).items()}
         self.last_delivered = {int(c): d for c, d in state.get("last_delivered", {}).items()}
 
     @torch.no_grad()
@@ -329,7 +328,7 @@ class Runner:
                     personal = exp.task.evaluate(model, c)
                 shared = personal["score"]
             clients.append({"client": c.id, "name": c.name, "personal": personal.pop("score"), "shared": shared,
-                            "trained": c.id in self.trained, "diagnostics": personal})
+                            "trained": c.id in self.participation, "diagnostics": personal})
         return {**summarize_scores(clients), "clients": clients}
 
     def references(self) -> dict[str, Any]:
