@@ -201,6 +201,20 @@ def _bench_options(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _write_leaderboard(results_dir: Path) -> str:
+    """Write RESULTS_DIR/leaderboard.md, the table of every run there; return it."""
+    from pflbench.results.record import load_records
+    from pflbench.results.table import render
+
+    everything = render(load_records(results_dir, warn=_err))
+    try:
+        (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {results_dir / 'leaderboard.md'}: {exc.strerror or exc} (the runs themselves are kept)") from None
+    _err(f"table of every run in {results_dir}: {results_dir / 'leaderboard.md'}")
+    return everything
+
+
 @app.command()
 def bench(
     methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: every registered method)"),
@@ -217,7 +231,7 @@ def bench(
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
     A run whose record is already in RESULTS_DIR is not run again (--force does); an
     interrupted one resumes."""
-    from pflbench.results.record import dumps, load_records
+    from pflbench.results.record import dumps
     from pflbench.results.table import render
 
     _use_data_dir(data_dir)
@@ -235,12 +249,7 @@ def bench(
         print(dumps(records, sort_keys=True))
         return
     print(render(records))
-    everything = render(load_records(results_dir, warn=_err))
-    try:
-        (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {results_dir / 'leaderboard.md'}: {exc.strerror or exc} (the runs themselves are kept)") from None
-    _err(f"table of every run in {results_dir}: {results_dir / 'leaderboard.md'}")
+    _write_leaderboard(results_dir)
 
 
 @app.command()
@@ -255,8 +264,6 @@ def sweep(
     RESULTS_DIR/leaderboard.md. Finished runs are kept, interrupted ones resume: stopped at any
     moment and started again, a sweep runs nothing twice and loses nothing."""
     from pflbench.results import sweep as sw
-    from pflbench.results.record import load_records
-    from pflbench.results.table import render
 
     _use_data_dir(data_dir)
     if jobs < 1:
@@ -293,13 +300,7 @@ def sweep(
         raise typer.Exit(130)
     finally:
         bar.close()
-    everything = render(load_records(results_dir, warn=_err))
-    print(everything)
-    try:
-        (results_dir / "leaderboard.md").write_text(everything + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {results_dir / 'leaderboard.md'}: {exc.strerror or exc} (the runs themselves are kept)") from None
-    _err(f"table of every run in {results_dir}: {results_dir / 'leaderboard.md'}")
+    print(_write_leaderboard(results_dir))
 
 
 @app.command()
