@@ -88,14 +88,12 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
 
 
 def payload_bytes(method: str, model: str = "tiny", codec: str = "fp32", options: dict[str, str] | None = None) -> int:
-    """The exact length of one client's upload for a method on a model under a codec,
-    measured by encoding its shared tensors (no training, no data)."""
-    method_obj = registry.methods.get(method)(options or {})
-    loaded = load_model(model)
-    parts = method_obj.prepare(loaded.model)
-    params = dict(loaded.model.named_parameters())
-    shared = {n: params[n].detach() for n in parts.shared}
-    return len(make_codec(codec).encode(shared, Schema.of(shared))) if shared else 0
+    """The exact length of one client's upload in one round of ``method`` on ``model`` under
+    ``codec`` (one client, one local step of batch 2): what its payload really holds, messages
+    and subsets included. The communication budget's figure."""
+    spec = RunSpec(method=method, codec=codec, model=model, clients=2, clients_per_round=1, rounds=1, local_steps=1,
+                   batch_size=2, method_options=dict(options or {}))
+    return run(spec, None)["rounds"][0]["uplink_bytes"]
 
 
 def _device(device: str) -> torch.device:

@@ -26,11 +26,9 @@ ABOUT = ("Uplink bytes per client-round (one client, one local step), measured f
 
 def measure(method: str, codec: str, model: str = "tiny") -> int:
     """Uplink bytes of one client-round of ``method`` under ``codec`` on ``model``."""
-    from pflbench.config import RunSpec
-    from pflbench.federation.engine import run
+    from pflbench.federation.engine import payload_bytes
 
-    spec = RunSpec(method=method, codec=codec, model=model, clients=2, clients_per_round=1, rounds=1, local_steps=1, batch_size=2)
-    return run(spec, None)["rounds"][0]["uplink_bytes"]
+    return payload_bytes(method, model, codec)
 
 
 def read(path: Path) -> dict:
