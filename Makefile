@@ -42,6 +42,7 @@ test: setup browser
 # The quick suite's report in leaderboard/quick/ (tables, CSV, JSON, figures, report.html).
 leaderboard: setup
 	$(BIN)/pflbench sweep leaderboard/suites/quick.yaml --results-dir results/quick --jobs 2
+	$(BIN)/pflbench sweep leaderboard/suites/quick-channels.yaml --results-dir results/quick --jobs 2
 	$(BIN)/pflbench report results/quick --out leaderboard/quick
 
 bench: setup
