@@ -103,7 +103,7 @@ def _spec(method, task, model, channel, codec, clients, clients_per_round, round
 
 
 def _execute(spec: RunSpec, results_dir: Path, quiet: bool, label: str | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, backend: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run a spec into RESULTS_DIR: a finished run is kept and returned (``force``: run it
     again; the old record is replaced only when the new run finishes); an interrupted one
     resumes from its checkpoint."""
@@ -120,7 +120,7 @@ def _execute(spec: RunSpec, results_dir: Path, quiet: bool, label: str | None = 
         _err(f"[{label}] resuming the interrupted run in {partial} from its last finished round")
     progress = _Progress(label, spec.rounds, quiet)
     try:
-        return run(spec, results_dir, progress=progress.build, on_round=progress.round)
+        return run(spec, results_dir, progress=progress.build, on_round=progress.round, **(backend or {}))
     except KeyboardInterrupt:
         _err(f"interrupted: finished rounds are kept in {partial}; the same command resumes the run")
         raise typer.Exit(130)
@@ -150,6 +150,20 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
         if not data_dir.is_dir():
             raise UserError(f"--data-dir {data_dir} is not a directory")
         os.environ["PFLBENCH_DATA_DIR"] = str(data_dir)
+_backend = typer.Option("local", help="where sampled clients train: local (one after another, this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
+_workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
+_ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
+
+
+def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str]) -> dict[str, Any]:
+    from pflbench.federation.backends import check_backend
+
+    check_backend(backend, workers)
+    if backend == "local" and (workers is not None or ray_address is not None):
+        raise UserError("--workers and --ray-address go with --backend ray")
+    return {"backend": backend, "workers": workers, "ray_address": ray_address}
+
+
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
 _force = typer.Option(False, "--force", help="run again a spec whose record is already in RESULTS_DIR (replaced when the new run finishes)")
 
@@ -162,15 +176,17 @@ def run(
     local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
     device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json, force: bool = _force,
+    backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
 ) -> None:
     """Run one federated experiment and print its summary. A spec already finished in
     RESULTS_DIR is not run again (--force does); an interrupted one resumes."""
     from pflbench.results.record import dumps
 
     _use_data_dir(data_dir)
+    where = _backend_args(backend, workers, ray_address)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt, device)
-    record = _execute(spec, results_dir, quiet=False, force=force)
+    record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
     if as_json:
         print(dumps(record, sort_keys=True))
         return
@@ -226,6 +242,7 @@ def bench(
     opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="KEY=VALUE for every method that has KEY, or METHOD:KEY=VALUE (repeatable)"),
     results_dir: Path = _results, device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
     force: bool = _force,
+    backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
 ) -> None:
     """Run several methods over several seeds on one setting; print their leaderboard (means
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
@@ -235,6 +252,7 @@ def bench(
     from pflbench.results.table import render
 
     _use_data_dir(data_dir)
+    where = _backend_args(backend, workers, ray_address)
     # the named methods (a typo fails before hours of training), or every one that loads
     names = registry.methods.usable([m.strip() for m in methods.split(",") if m.strip()] if methods else None, warn=_err)
     options = _bench_options(opt or [], names)
@@ -244,7 +262,7 @@ def bench(
         for seed in parse_seeds(seeds) for name in names
     ]
     records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
-                        force=force) for i, spec in enumerate(specs, 1)]
+                        force=force, backend=where) for i, spec in enumerate(specs, 1)]
     if as_json:
         print(dumps(records, sort_keys=True))
         return
@@ -619,6 +637,14 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: finished rounds kept, a resume message
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Command-line usage errors under the installed typer: its own exception class (typer
+    0.21 and later vendor click) or click's (earlier typer, which flwr pins)."""
+    import click
+
+    return tuple(t for t in (getattr(typer, "TyperException", None), click.ClickException) if t is not None)
+
+
 def main() -> None:
     import signal
 
@@ -630,7 +656,7 @@ def main() -> None:
         code = exc.exit_code
     except typer.Abort:
         code = 130
-    except typer.TyperException as exc:  # usage errors: bad flag, bad value, missing argument
+    except _usage_errors() as exc:  # usage errors: bad flag, bad value, missing argument
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pflbench`: the help, as usual
             _err(message)

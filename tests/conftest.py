@@ -53,3 +53,12 @@ def register(monkeypatch):
         return cls
 
     return add
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Ray on this machine (2 CPUs), started once for the tests that need it."""
+    ray = pytest.importorskip("ray", reason="pflbench[ray] is installed by make setup")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

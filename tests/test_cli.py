@@ -20,7 +20,7 @@ SMALL_FLAGS = ["--clients", "4", "--clients-per-round", "2", "--rounds", "2", "-
         (["run", "--rounds", "-1"], "--rounds must be a positive integer"),
         (["run", "--clients", "3", "--clients-per-round", "4"], "cannot exceed --clients (3)"),
         (["run", "--clients", "abc"], "Invalid value for '--clients'"),
-        (["run", "--bogus-flag"], "No such option: --bogus-flag"),
+        (["run", "--bogus-flag"], "--bogus-flag"),  # click's wording differs across the typer versions flwr allows
         (["run", "--opt", "rank"], "--opt expects KEY=VALUE"),
         (["run", "--opt", "depth=3"], "unknown option(s) depth for method 'fedavg-lora'; valid: rank, alpha, targets"),
         (["run", "--opt", "rank=eight"], "not a valid int"),

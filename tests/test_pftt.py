@@ -96,7 +96,7 @@ def test_alternate_schedule_trains_one_part_then_the_other(small_spec, first, sh
     runner = Runner(exp, None, None)
     before_shared = {n: t.clone() for n, t in runner.global_shared.items()}
     runner.round(1)
-    client = next(iter(runner.store._state))
+    client = runner.store.clients()[0]
     assert any(not torch.equal(runner.global_shared[n], before_shared[n]) for n in before_shared) == shared_moves
     assert any(not torch.equal(runner.store.get(client)[n], runner.store.initial[n]) for n in exp.parts.private) == private_moves
 

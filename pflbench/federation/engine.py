@@ -8,7 +8,6 @@ All randomness comes from generators seeded by (seed, round, client).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,21 +26,18 @@ from pflbench.errors import UserError
 from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
+from pflbench.federation.client import ClientJob, payload_schema
+from pflbench.federation.backends import Backend, LocalBackend, make_backend
 from pflbench.federation.store import ClientStore
-from pflbench.methods.base import LocalContext, Method, Parts, RoundInfo, Update
+from pflbench.methods.base import Method, Parts, RoundInfo, Update
 from pflbench.models import LoadedModel, Progress, load_model
 from pflbench.results.record import SCHEMA, RunWriter
 
 # tags that keep the generators of different purposes apart
-SAMPLE_TAG, CHANNEL_TAG, CLIENT_TAG, INIT_TAG = 1, 2, 3, 4
+SAMPLE_TAG, CHANNEL_TAG, INIT_TAG = 1, 2, 4  # 3: the client generators (federation.client)
 
 # on_round(record): called after each round with its record (progress display)
 RoundHook = Callable[[dict[str, Any]], None]
-
-
-def client_generator(seed: int, round_idx: int, client: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, round_idx, client, CLIENT_TAG]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def round_rng(seed: int, round_idx: int, tag: int) -> np.random.Generator:
@@ -121,17 +117,26 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
 
 
 def run(spec: RunSpec, results_dir: Path | str | None = None, *,
-        progress: Progress | None = None, on_round: RoundHook | None = None) -> dict[str, Any]:
+        progress: Progress | None = None, on_round: RoundHook | None = None,
+        backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> dict[str, Any]:
     """Run one experiment; return its record (and write it under ``results_dir``: see
     ``pflbench.results.record``). An interrupted run of the same spec in ``results_dir``
-    resumes from its last finished round."""
+    resumes from its last finished round. ``backend``: where the sampled clients train
+    (``federation.backends``); it does not change the record apart from timing."""
+    from pflbench.federation.backends import check_backend
+
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
+    check_backend(backend, workers)
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
+    runner_backend = None
     try:
         exp = resolve(spec, progress, components)
-        return Runner(exp, writer, on_round).run(t_start)
+        runner_backend = make_backend(backend, exp, workers, ray_address)
+        return Runner(exp, writer, on_round, runner_backend).run(t_start)
     finally:
+        if runner_backend is not None:
+            runner_backend.close()
         if writer is not None:
             writer.close(keep=False)  # removes the folder of an attempt that finished no round
 
@@ -141,15 +146,14 @@ class Diverged(UserError):
 
 
 class Runner:
-    def __init__(self, exp: Experiment, writer: RunWriter | None, on_round: RoundHook | None):
+    def __init__(self, exp: Experiment, writer: RunWriter | None, on_round: RoundHook | None, backend: Backend | None = None):
         self.exp, self.writer, self.on_round = exp, writer, on_round
+        self.backend = backend or LocalBackend(exp)  # where the sampled clients train
         model = exp.loaded.model
         self.params = dict(model.named_parameters())
         self.global_shared = {n: self.params[n].detach().clone() for n in exp.parts.shared}
         # what an upload may carry: the shared tensors, then the method's messages
-        self.schema = Schema(tuple(exp.parts.shared) + tuple(exp.parts.messages),
-                             tuple(tuple(self.params[n].shape) for n in exp.parts.shared)
-                             + tuple(tuple(s) for s in exp.parts.messages.values()))
+        self.schema = payload_schema(exp)
         self.store = ClientStore({n: self.params[n] for n in exp.parts.private})
         self.codec_memory: dict[int, dict] = {}  # per client, e.g. top-k's error-feedback residual
         self.participation: dict[int, int] = {}  # client -> rounds it trained in (a key: it has trained)
@@ -164,9 +168,6 @@ class Runner:
         for name, value in tensors.items():
             self.params[name].copy_(value)
 
-    def _snapshot(self, names: list[str]) -> dict[str, torch.Tensor]:
-        return {n: self.params[n].detach() for n in names}
-
     # ---- one round ----------------------------------------------------------------------
     def round(self, r: int) -> dict[str, Any]:
         exp, spec, method = self.exp, self.exp.spec, self.exp.method
@@ -179,31 +180,28 @@ class Runner:
         broadcast = {**self.global_shared, **{f"server/{k}": v for k, v in method.server.items()}}
         downlink = len(self.downlink_codec.encode(broadcast, Schema.of(broadcast))) * len(sampled) if broadcast else 0
         lr = spec.lr if spec.lr is not None else method.default_lr
+        jobs = [ClientJob(round=r, client=c, lr=lr, global_shared=self.global_shared, private=self.store.get(c),
+                          state=self.store.get_state(c), server=dict(method.server),
+                          codec_memory=self.codec_memory.get(c, {}), participation=self.participation.get(c, 0),
+                          delivered=self.last_delivered.get(c)) for c in sampled]
         payloads: list[bytes] = []
         weights, losses, rewards, compute_s = [], [], [], 0.0
-        for c in sampled:
-            self._load(self.global_shared)
-            self._load(self.store.get(c))
-            ctx = LocalContext(
-                model=exp.loaded.model, client=exp.clients[c], task=exp.task, parts=exp.parts, round=r,
-                steps=spec.local_steps, batch_size=spec.batch_size, lr=lr,
-                generator=client_generator(spec.seed, r, c), device=exp.device,
-                global_shared=self.global_shared, state=self.store.get_state(c), server=dict(method.server),
-                num_clients=spec.clients, participation=self.participation.get(c, 0),
-                delivered=self.last_delivered.get(c), all_clients=exp.clients,
-            )
-            result = method.local_update(ctx)
-            compute_s += ctx.compute_s
-            self._check_finite(r, c, result.train_loss if ctx.compute_s > 0 else 0.0, lr)
-            upload = self._upload(ctx, result)
-            payloads.append(exp.codec.encode(upload, self.schema, self.codec_memory.setdefault(c, {})) if upload else b"")
+        for out in self.backend.train(jobs):
+            c = out.client
+            compute_s += out.compute_s
+            if out.diverged:
+                raise Diverged(f"the run diverged: round {r}, client {exp.clients[c].name} (id {c}) got {out.diverged} at --lr {lr:g}; "
+                               f"a diverged run has no score (try a lower --lr); the rounds before it are kept")
+            payloads.append(out.payload)
+            if out.codec_memory:
+                self.codec_memory[c] = out.codec_memory
             if exp.parts.private:
-                self.store.put(c, self._snapshot(exp.parts.private))
-            self.store.put_state(c, ctx.state)
+                self.store.put(c, out.private)
+            self.store.put_state(c, out.state)
             self.participation[c] = self.participation.get(c, 0) + 1
-            weights.append(result.num_samples)
-            losses.append(result.train_loss)
-            rewards.append(sum(ctx.rewards) / len(ctx.rewards) if ctx.rewards else float("nan"))
+            weights.append(out.num_samples)
+            losses.append(out.train_loss)
+            rewards.append(out.reward)
         train_s = time.perf_counter() - t0
 
         # only clients that produced a payload transmit (local-only sends nothing)
@@ -245,39 +243,14 @@ class Runner:
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1}
         return rec
 
-    def _upload(self, ctx: LocalContext, result: Any) -> dict[str, torch.Tensor]:
-        """The tensors this client sends: the delta of every shared tensor by default, else
-        what the method's ``LocalResult.upload`` names (checked against the schema)."""
-        exp = self.exp
-        if result.upload is None:
-            return ctx.delta() if exp.parts.shared else {}
-        allowed = set(exp.parts.shared) | set(exp.parts.messages)
-        bad = sorted(set(result.upload) - allowed)
-        if bad:
-            raise ValueError(f"method {exp.spec.method!r} uploaded {bad[0]!r}, which is neither a shared tensor nor one of its messages")
-        for name, t in result.upload.items():
-            want = tuple(self.schema.shapes[self.schema.names.index(name)])
-            if tuple(t.shape) != want:
-                raise ValueError(f"method {exp.spec.method!r} uploaded {name!r} with shape {tuple(t.shape)}, expected {want}")
-        return dict(result.upload)
-
-    def _check_finite(self, r: int, c: int, loss: float, lr: float) -> None:
-        """A non-finite loss or trained tensor stops the run (``Diverged``)."""
-        exp = self.exp
-        bad = [n for n in exp.parts.shared + exp.parts.private if not bool(torch.isfinite(self.params[n]).all())]
-        if math.isfinite(loss) and not bad:
-            return
-        what = f"a non-finite training loss ({loss})" if not math.isfinite(loss) else f"non-finite values in {bad[0]}"
-        raise Diverged(f"the run diverged: round {r}, client {exp.clients[c].name} (id {c}) got {what} at --lr {lr:g}; "
-                       f"a diverged run has no score (try a lower --lr); the rounds before it are kept")
-
     # ---- checkpoints ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor the next round needs: global shared, the method's server state, each
         client's private tensors, non-parameter state and codec memory."""
         out = {f"global/{n}": t for n, t in self.global_shared.items()}
         out.update({f"server/{k}": t for k, t in self.exp.method.server.items()})
-        for prefix, per_client in (("client", self.store._state), ("state", self.store._extra), ("codec", self.codec_memory)):
+        private = {c: self.store.get(c) for c in self.store.clients()}
+        for prefix, per_client in (("client", private), ("state", self.store.states()), ("codec", self.codec_memory)):
             for c, tensors in per_client.items():
                 out.update({f"{prefix}/{c}/{n}": t for n, t in tensors.items()})
         return out
@@ -289,7 +262,7 @@ class Runner:
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.global_shared = {n: tensors[f"global/{n}"] for n in self.exp.parts.shared}
-        per_client = {"client": self.store._state, "state": self.store._extra, "codec": self.codec_memory}
+        per_client: dict[str, dict[int, dict[str, torch.Tensor]]] = {"client": {}, "state": {}, "codec": self.codec_memory}
         for key, t in tensors.items():
             kind, _, rest = key.partition("/")
             if kind == "server":
@@ -297,6 +270,10 @@ class Runner:
             elif kind in per_client:
                 c, _, name = rest.partition("/")
                 per_client[kind].setdefault(int(c), {})[name] = t
+        for c, private in per_client["client"].items():
+            self.store.put(c, {n: private[n] for n in self.store.initial})
+        for c, st in per_client["state"].items():
+            self.store.put_state(c, st)
         self.rounds, self.reference = state["rounds"], state["reference"]
         # a checkpoint from before participation counts holds who trained only
         self.participation = {int(c): n for c, n in state.get("participation", {c: 1 for c in state.get("trained", [])}).items()}

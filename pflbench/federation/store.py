@@ -1,5 +1,9 @@
 """Per-client state kept between rounds: private tensors and non-parameter state. The base
-model exists once."""
+model exists once, and a client that has never trained costs nothing here.
+
+A client's private tensors are kept packed in one flat buffer (when they share a dtype and
+device, as LoRA and adapter tensors do): one allocation per client instead of one per
+tensor, so a thousand clients cost their tensors' bytes plus a few percent."""
 
 from __future__ import annotations
 
@@ -13,14 +17,37 @@ class ClientStore:
 
     def __init__(self, initial: dict[str, torch.Tensor]):
         self.initial = {n: t.detach().clone() for n, t in initial.items()}
-        self._state: dict[int, dict[str, torch.Tensor]] = {}
+        kinds = {(t.dtype, t.device) for t in self.initial.values()}
+        self._layout = [(n, t.shape, t.numel()) for n, t in self.initial.items()] if len(kinds) == 1 else None
+        self._state: dict[int, torch.Tensor | dict[str, torch.Tensor]] = {}
         self._extra: dict[int, dict[str, torch.Tensor]] = {}
 
     def get(self, client: int) -> dict[str, torch.Tensor]:
-        return self._state.get(client, self.initial)
+        """The client's private tensors (the initial ones if it never trained); read only:
+        they may be views of its packed buffer."""
+        kept = self._state.get(client)
+        if kept is None:
+            return self.initial
+        if isinstance(kept, dict):
+            return kept
+        return {n: part.view(shape) for (n, shape, _), part in zip(self._layout, kept.split([k for _, _, k in self._layout]))}
 
     def put(self, client: int, tensors: dict[str, torch.Tensor]) -> None:
-        self._state[client] = {n: t.detach().clone() for n, t in tensors.items()}
+        first = next(iter(self.initial.values()), None)
+        if (self._layout is not None and list(tensors) == [n for n, _, _ in self._layout]
+                and all(t.dtype == first.dtype and t.device == first.device and t.shape == shape
+                        for t, (_, shape, _) in zip(tensors.values(), self._layout))):
+            self._state[client] = torch.cat([t.detach().reshape(-1) for t in tensors.values()])  # a fresh copy
+        else:
+            self._state[client] = {n: t.detach().clone() for n, t in tensors.items()}
+
+    def clients(self) -> list[int]:
+        """Clients with private tensors of their own."""
+        return list(self._state)
+
+    def states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Client -> its non-parameter state (read only)."""
+        return self._extra
 
     def has(self, client: int) -> bool:
         return client in self._state
@@ -40,7 +67,8 @@ class ClientStore:
 
     def nbytes(self) -> int:
         """Bytes held for all clients' private tensors and state (not counting ``initial``)."""
-        return sum(t.numel() * t.element_size() for d in (self._state, self._extra) for s in d.values() for t in s.values())
+        private = sum(t.numel() * t.element_size() for c in self._state for t in self.get(c).values())
+        return private + sum(t.numel() * t.element_size() for s in self._extra.values() for t in s.values())
 
     def __len__(self) -> int:
         return len(self._state)

@@ -1,0 +1,118 @@
+"""Where the sampled clients' local updates run (``--backend``).
+
+- ``local``: one after another on the experiment's own model, in this process.
+- ``ray``: in parallel Ray actors (``pflbench[ray]``). Each actor resolves the same spec once,
+  so it holds one base model with the method's adapters; a client's private tensors, state
+  and codec memory travel with its ``ClientJob`` and come back in its ``ClientOutcome``; the
+  server (this process) keeps the global state, the store, the channel and the evaluation.
+  ``ray.init()`` starts Ray on this machine; ``--ray-address`` joins a running cluster.
+
+Both run ``federation.client.train_client`` and the outcome of a client depends only on its
+job (its generator is seeded by (seed, round, client)), so a run's record is the same on
+either backend, apart from timing. Each actor gets its share of this process's torch threads;
+the record equality is tested on the tiny model with 2 workers of 1 thread against the local
+backend's 2 threads (a different thread count could change the order of floating-point sums
+in larger matrix products).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Protocol
+
+import torch
+
+from pflbench.errors import UserError
+from pflbench.federation.client import ClientJob, ClientOutcome, payload_schema, train_client
+
+BACKENDS = ("local", "ray")
+
+
+class Backend(Protocol):
+    name: str
+
+    def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
+        """Outcomes in the order of ``jobs``."""
+
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, exp):
+        self.exp, self.schema = exp, payload_schema(exp)
+
+    def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
+        for job in jobs:
+            yield train_client(self.exp, self.schema, job)
+
+    def close(self) -> None:
+        pass
+
+
+class _Worker:
+    """A Ray actor: one resolved experiment (base model, adapters, clients' data)."""
+
+    def __init__(self, spec_dict: dict, threads: int):
+        from pflbench.config import RunSpec
+        from pflbench.federation.engine import resolve
+
+        torch.set_num_threads(threads)
+        self.exp = resolve(RunSpec.from_dict(spec_dict))
+        self.schema = payload_schema(self.exp)
+
+    def train(self, job: ClientJob) -> ClientOutcome:
+        return train_client(self.exp, self.schema, job)
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, exp, workers: int, address: Optional[str] = None):
+        ray = _import_ray()
+        if not ray.is_initialized():
+            # the actors import pflbench from this environment; a cluster must have it installed too
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **({} if address else {"num_cpus": max(workers, os.cpu_count() or 1)}))
+        # this process's threads split between the actors (more would oversubscribe the cores)
+        self.ray, threads = ray, max(1, torch.get_num_threads() // workers)
+        actor = ray.remote(num_cpus=1)(_Worker)
+        self.workers = [actor.remote(exp.spec.to_dict(), threads) for _ in range(workers)]
+
+    def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
+        # round-robin over the actors; each actor runs its jobs one after another
+        pending = [self.workers[i % len(self.workers)].train.remote(job) for i, job in enumerate(jobs)]
+        for ref in pending:
+            yield self.ray.get(ref)
+
+    def close(self) -> None:
+        for w in self.workers:
+            self.ray.kill(w)
+        self.workers = []
+
+
+def make_backend(name: str, exp, workers: Optional[int] = None, address: Optional[str] = None) -> Backend:
+    if name == "local":
+        return LocalBackend(exp)
+    if name == "ray":
+        return RayBackend(exp, workers or 2, address)
+    raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_backend(name: str, workers: Optional[int]) -> None:
+    """Refuse a bad backend choice before anything heavy is loaded."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be a positive integer, got {workers}")
+    if name == "ray":
+        _import_ray()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'pflbench[ray]'") from None
+    return ray

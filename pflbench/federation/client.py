@@ -1,0 +1,123 @@
+"""One client's part of a round, as plain data in and out, so that any backend can run it:
+the local loop in-process, a Ray worker, a Flower ClientApp.
+
+A ``ClientJob`` holds everything the client needs from the server and from its own store
+(the global shared values, its private tensors, its state, the method's server state, its
+codec memory); ``train_client`` loads them into a model that holds the experiment's base,
+runs the method's local update, encodes the upload with the run's codec (the bytes counted
+are that payload's length) and returns a ``ClientOutcome``: the payload, the client's new
+private tensors, state and codec memory, and its training figures. Nothing else is carried
+from one client to the next, so the outcome does not depend on which process ran it or in
+which order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from pflbench.federation.codec import Schema
+from pflbench.methods.base import LocalContext
+
+
+@dataclass
+class ClientJob:
+    round: int
+    client: int
+    lr: float
+    global_shared: dict[str, torch.Tensor]
+    private: dict[str, torch.Tensor]  # the client's private tensors (the store's initial ones if it never trained)
+    state: dict[str, torch.Tensor]  # its non-parameter state (``ctx.state``)
+    server: dict[str, torch.Tensor]  # the method's server state as broadcast
+    codec_memory: dict[str, Any]  # e.g. top-k's error-feedback residual
+    participation: int = 0
+    delivered: Optional[bool] = None
+
+
+@dataclass
+class ClientOutcome:
+    client: int
+    payload: bytes  # b"": the client sends nothing
+    private: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+    codec_memory: dict[str, Any]
+    num_samples: int
+    train_loss: float
+    reward: float  # mean sampled reward (reward tasks), NaN otherwise
+    compute_s: float
+    diverged: Optional[str] = None  # what went non-finite; the run stops (``engine.Diverged``)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def payload_schema(exp) -> Schema:
+    """What an upload may carry: the shared tensors, then the method's messages."""
+    params = dict(exp.loaded.model.named_parameters())
+    return Schema(tuple(exp.parts.shared) + tuple(exp.parts.messages),
+                  tuple(tuple(params[n].shape) for n in exp.parts.shared)
+                  + tuple(tuple(s) for s in exp.parts.messages.values()))
+
+
+@torch.no_grad()
+def _load(params: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
+    for name, value in tensors.items():
+        params[name].copy_(value)
+
+
+def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
+    """Run ``job`` on ``exp`` (an ``engine.Experiment``: its model is overwritten)."""
+    spec, method, model = exp.spec, exp.method, exp.loaded.model
+    params = dict(model.named_parameters())
+    _load(params, job.global_shared)
+    _load(params, job.private)
+    ctx = LocalContext(
+        model=model, client=exp.clients[job.client], task=exp.task, parts=exp.parts, round=job.round,
+        steps=spec.local_steps, batch_size=spec.batch_size, lr=job.lr,
+        generator=client_generator(spec.seed, job.round, job.client), device=exp.device,
+        global_shared=job.global_shared, state=dict(job.state), server=dict(job.server),
+        num_clients=spec.clients, participation=job.participation, delivered=job.delivered, all_clients=exp.clients,
+    )
+    result = method.local_update(ctx)
+    loss = result.train_loss if ctx.compute_s > 0 else 0.0
+    bad = [n for n in exp.parts.shared + exp.parts.private if not bool(torch.isfinite(params[n]).all())]
+    diverged = None
+    if not math.isfinite(loss) or bad:
+        diverged = f"a non-finite training loss ({loss})" if not math.isfinite(loss) else f"non-finite values in {bad[0]}"
+    memory = dict(job.codec_memory)
+    upload = _upload(exp, schema, ctx, result)
+    payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""
+    return ClientOutcome(
+        client=job.client, payload=payload,
+        private={n: params[n].detach().clone() for n in exp.parts.private},
+        state=ctx.state, codec_memory=memory, num_samples=result.num_samples, train_loss=result.train_loss,
+        reward=sum(ctx.rewards) / len(ctx.rewards) if ctx.rewards else float("nan"),
+        compute_s=ctx.compute_s, diverged=diverged)
+
+
+def _upload(exp, schema: Schema, ctx: LocalContext, result: Any) -> dict[str, torch.Tensor]:
+    """The tensors this client sends: the delta of every shared tensor by default, else
+    what the method's ``LocalResult.upload`` names (checked against the schema)."""
+    if result.upload is None:
+        return ctx.delta() if exp.parts.shared else {}
+    allowed = set(exp.parts.shared) | set(exp.parts.messages)
+    bad = sorted(set(result.upload) - allowed)
+    if bad:
+        raise ValueError(f"method {exp.spec.method!r} uploaded {bad[0]!r}, which is neither a shared tensor nor one of its messages")
+    for name, t in result.upload.items():
+        want = tuple(schema.shapes[schema.names.index(name)])
+        if tuple(t.shape) != want:
+            raise ValueError(f"method {exp.spec.method!r} uploaded {name!r} with shape {tuple(t.shape)}, expected {want}")
+    return dict(result.upload)
+
+
+def client_generator(seed: int, round_idx: int, client: int) -> torch.Generator:
+    """The client-round generator: data order and every draw of the local update."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, round_idx, client, CLIENT_TAG]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+CLIENT_TAG = 3  # keeps the client generators apart from the engine's (sampling 1, channel 2, init 4)
