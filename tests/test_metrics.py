@@ -68,3 +68,19 @@ def test_model_metrics_on_a_tiny_model():
     logp = torch.log_softmax(logits[:-1], -1)
     nll = -sum(float(logp[i - 1, e.ids[i]]) for i in answer) / len(answer)
     assert ppl == pytest.approx(math.exp(nll), rel=1e-4)
+
+
+def test_many_clients_on_one_model_score_as_each_client_alone():
+    """Task.evaluate_many (label accuracy: every client's sequences in one batched pass, as
+    the engine scores every client that has not trained) gives each client's own score."""
+    from pflbench.data.cards import resolve_task
+    from pflbench.models import load_model
+
+    loaded = load_model("tiny")
+    task = resolve_task("synth-classify")
+    clients = task.clients(loaded.tokenizer, 6, seed=1)
+    alone = [task.evaluate(loaded.model, c) for c in clients]
+    together = task.evaluate_many(loaded.model, clients)
+    assert together == alone
+    assert len({a["score"] for a in alone}) > 1  # the clients differ, so a mix-up would show
+    assert task.evaluate_many(loaded.model, []) == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -202,6 +202,16 @@ class Task:
         metric = METRICS[self.metric]
         value = metric.score(self, model, client) if metric.per_client else metric.score(self, model, client.test)
         return dict(value) if isinstance(value, dict) else {"score": value}
+
+    def evaluate_many(self, model, clients: list[ClientData]) -> list[dict[str, float]]:
+        """``evaluate`` of each client on the same model: in one batched pass where the metric
+        has one (``Metric.score_many``), else client by client."""
+        from pflbench.evaluation.metrics import METRICS
+
+        metric = METRICS[self.metric]
+        if metric.score_many is None or metric.per_client:
+            return [self.evaluate(model, c) for c in clients]
+        return [{"score": v} for v in metric.score_many(self, model, [c.test for c in clients])] if clients else []
 
     def score(self, model, client: ClientData) -> float:
         return self.evaluate(model, client)["score"]

@@ -30,6 +30,10 @@ BACKENDS = ("local", "ray")
 
 class Backend(Protocol):
     name: str
+    # False: the server's store keeps each client's private tensors, state and codec memory and
+    # they travel with its job. True: the clients keep them (a Flower federation): the server
+    # never sees them and asks the clients to score themselves (``evaluate``).
+    holds_client_state: bool
 
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
         """Outcomes in the order of ``jobs``."""
@@ -39,6 +43,7 @@ class Backend(Protocol):
 
 class LocalBackend:
     name = "local"
+    holds_client_state = False
 
     def __init__(self, exp):
         self.exp, self.schema = exp, payload_schema(exp)
@@ -68,6 +73,7 @@ class _Worker:
 
 class RayBackend:
     name = "ray"
+    holds_client_state = False
 
     def __init__(self, exp, workers: int, address: Optional[str] = None):
         ray = _import_ray()

@@ -96,6 +96,53 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
         compute_s=ctx.compute_s, diverged=diverged)
 
 
+@torch.no_grad()
+def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private: Optional[dict[str, torch.Tensor]],
+                    state: dict[str, torch.Tensor], initial_private: dict[str, torch.Tensor], trained: bool) -> dict[str, Any]:
+    """One client's scores: the deployed model (global shared + its private tensors, inside
+    the method's ``deployed`` hook) and the shared part alone (private tensors at their initial
+    state, which for LoRA and adapters is the identity, inside its ``shared_alone`` hook). A
+    client without trained private tensors (``private`` None) is deployed with the
+    shared-alone model."""
+    method, model = exp.method, exp.loaded.model
+    params = dict(model.named_parameters())
+    _load(params, global_shared)
+    if private is not None:  # trained private tensors: score the shared part alone too
+        _load(params, private)
+        with method.deployed(model, state):
+            personal = exp.task.evaluate(model, client)
+        _load(params, initial_private)
+        with method.shared_alone(model):
+            shared = exp.task.score(model, client)
+    else:
+        _load(params, initial_private)
+        with method.shared_alone(model):
+            personal = exp.task.evaluate(model, client)
+        shared = personal["score"]
+    return {"client": client.id, "name": client.name, "personal": personal.pop("score"), "shared": shared,
+            "trained": trained, "diagnostics": personal}
+
+
+@torch.no_grad()
+def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Tensor],
+                          initial_private: dict[str, torch.Tensor], participation: dict[int, int]) -> list[dict[str, Any]]:
+    """The scores of clients without private tensors of their own: all of them get the same
+    model (the shared part alone), so the task scores them together (``Task.evaluate_many``:
+    one batched pass where the metric allows)."""
+    method, model = exp.method, exp.loaded.model
+    params = dict(model.named_parameters())
+    _load(params, global_shared)
+    _load(params, initial_private)
+    with method.shared_alone(model):
+        results = exp.task.evaluate_many(model, clients)
+    out = []
+    for client, personal in zip(clients, results):
+        score = personal.pop("score")
+        out.append({"client": client.id, "name": client.name, "personal": score, "shared": score,
+                    "trained": client.id in participation, "diagnostics": personal})
+    return out
+
+
 def _upload(exp, schema: Schema, ctx: LocalContext, result: Any) -> dict[str, torch.Tensor]:
     """The tensors this client sends: the delta of every shared tensor by default, else
     what the method's ``LocalResult.upload`` names (checked against the schema)."""

@@ -26,7 +26,7 @@ from pflbench.errors import UserError
 from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
-from pflbench.federation.client import ClientJob, payload_schema
+from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
 from pflbench.federation.backends import Backend, LocalBackend, make_backend
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, Parts, RoundInfo, Update
@@ -193,11 +193,12 @@ class Runner:
                 raise Diverged(f"the run diverged: round {r}, client {exp.clients[c].name} (id {c}) got {out.diverged} at --lr {lr:g}; "
                                f"a diverged run has no score (try a lower --lr); the rounds before it are kept")
             payloads.append(out.payload)
-            if out.codec_memory:
-                self.codec_memory[c] = out.codec_memory
-            if exp.parts.private:
-                self.store.put(c, out.private)
-            self.store.put_state(c, out.state)
+            if not self.backend.holds_client_state:  # else the client keeps them (a Flower federation)
+                if out.codec_memory:
+                    self.codec_memory[c] = out.codec_memory
+                if exp.parts.private:
+                    self.store.put(c, out.private)
+                self.store.put_state(c, out.state)
             self.participation[c] = self.participation.get(c, 0) + 1
             weights.append(out.num_samples)
             losses.append(out.train_loss)
@@ -279,31 +280,21 @@ class Runner:
         self.participation = {int(c): n for c, n in state.get("participation", {c: 1 for c in state.get("trained", [])}).items()}
         self.last_delivered = {int(c): d for c, d in state.get("last_delivered", {}).items()}
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Every client, sampled or not: the deployed model (shared + its private tensors,
-        inside the method's ``deployed`` hook) and the shared part alone (private tensors at
-        their initial state, which for LoRA and adapters is the identity, inside its
-        ``shared_alone`` hook). A client without trained private tensors is deployed with the
-        shared-alone model."""
-        exp, method, model = self.exp, self.exp.method, self.exp.loaded.model
-        self._load(self.global_shared)
-        clients = []
-        for c in exp.clients:
-            if self.store.has(c.id):  # trained private tensors: score the shared part alone too
-                self._load(self.store.get(c.id))
-                with method.deployed(model, self.store.get_state(c.id)):
-                    personal = exp.task.evaluate(model, c)
-                self._load(self.store.initial)
-                with method.shared_alone(model):
-                    shared = exp.task.score(model, c)
-            else:  # no private state, or still the initial one: the shared-alone model
-                self._load(self.store.initial)
-                with method.shared_alone(model):
-                    personal = exp.task.evaluate(model, c)
-                shared = personal["score"]
-            clients.append({"client": c.id, "name": c.name, "personal": personal.pop("score"), "shared": shared,
-                            "trained": c.id in self.participation, "diagnostics": personal})
+        """Every client, sampled or not (``federation.client.evaluate_client``): the deployed
+        model and the shared part alone; on a backend whose clients keep their own state (a
+        Flower federation), each client scores itself."""
+        exp, method = self.exp, self.exp.method
+        if self.backend.holds_client_state:
+            clients = self.backend.evaluate(self.global_shared, dict(method.server), self.participation)
+        else:  # clients with private tensors of their own one by one; the others share one model
+            alone = [c for c in exp.clients if not self.store.has(c.id)]
+            scored = {s["client"]: s for s in evaluate_shared_alone(exp, alone, self.global_shared, self.store.initial,
+                                                                    self.participation)}
+            clients = [scored.get(c.id) or evaluate_client(exp, c, self.global_shared, self.store.get(c.id),
+                                                           self.store.get_state(c.id), self.store.initial,
+                                                           c.id in self.participation)
+                       for c in exp.clients]
         return {**summarize_scores(clients), "clients": clients}
 
     def references(self) -> dict[str, Any]:
