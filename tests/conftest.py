@@ -62,3 +62,17 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def without_timing():
+    """A record with what only timing changes taken out (wall time, each round's timings), as
+    JSON would hold it: for comparing runs of the same spec on different backends."""
+    import json
+
+    def strip(record: dict) -> dict:
+        out = dict(record, summary={k: v for k, v in record["summary"].items() if k != "wall_s"})
+        out["rounds"] = [{k: v for k, v in r.items() if k != "timing"} for r in record["rounds"]]
+        return json.loads(json.dumps(out, sort_keys=True))
+
+    return strip

@@ -7,24 +7,17 @@ import pytest
 from pflbench.federation.engine import run
 
 
-def _without_timing(record: dict) -> dict:
-    """A record with what only timing changes taken out."""
-    out = dict(record, summary={k: v for k, v in record["summary"].items() if k != "wall_s"})
-    out["rounds"] = [{k: v for k, v in r.items() if k != "timing"} for r in record["rounds"]]
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method,channel,codec", [
     ("pftt", "ideal", "fp32"),  # private LoRA kept by the server's store, travelling with each job
     ("scaffold-lora", "lte-cell-edge", "topk:0.25"),  # client and server state, messages, codec memory, lost updates
 ])
-def test_ray_backend_gives_the_local_record(ray_session, small_spec, method, channel, codec):
+def test_ray_backend_gives_the_local_record(ray_session, small_spec, without_timing, method, channel, codec):
     spec = small_spec(method=method, task="synth-world", channel=channel, codec=codec,
                       clients=4, clients_per_round=3, rounds=3, local_steps=2)
     local = run(spec)
     on_ray = run(spec, backend="ray", workers=2)
-    assert _without_timing(on_ray) == _without_timing(local)
+    assert without_timing(on_ray) == without_timing(local)
     rounds = local["rounds"]
     assert sum(r["uplink_bytes"] for r in rounds) > 0 and all(len(r["sampled"]) == 3 for r in rounds)
     if channel != "ideal":  # the lossy case really exercised a lost or late upload

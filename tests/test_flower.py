@@ -15,14 +15,8 @@ from pflbench.config import RunSpec
 from pflbench.federation.engine import Runner, resolve
 
 
-def _without_timing(record: dict) -> dict:
-    out = dict(record, summary={k: v for k, v in record["summary"].items() if k != "wall_s"})
-    out["rounds"] = [{k: v for k, v in r.items() if k != "timing"} for r in record["rounds"]]
-    return json.loads(json.dumps(out, sort_keys=True))
-
-
 @pytest.mark.slow
-def test_exported_flower_app_matches_the_local_backend(cli, tmp_path):
+def test_exported_flower_app_matches_the_local_backend(cli, tmp_path, without_timing):
     pytest.importorskip("flwr", reason="pflbench[flower] is installed by make setup")
     from safetensors.torch import load_file
 
@@ -50,4 +44,4 @@ def test_exported_flower_app_matches_the_local_backend(cli, tmp_path):
     assert any(r["lost"] or r["late"] for r in local["rounds"])  # the lossy case happened
     assert set(tensors) == set(runner.global_shared)
     assert all(torch.equal(tensors[n], runner.global_shared[n]) for n in tensors)
-    assert _without_timing(flower) == _without_timing(local)  # and so are the scores, evaluated on the nodes
+    assert without_timing(flower) == without_timing(local)  # and so are the scores, evaluated on the nodes
