@@ -153,15 +153,16 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
 _backend = typer.Option("local", help="where sampled clients train: local (one after another, this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
 _workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
 _ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
+_parallel = typer.Option(1, help="train up to K sampled clients in one pass over the base model when the method allows (LoRA/adapter methods with the default update); records agree with K=1 within floating-point tolerance")
 
 
-def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str]) -> dict[str, Any]:
+def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: int = 1) -> dict[str, Any]:
     from pflbench.federation.backends import check_backend
 
-    check_backend(backend, workers)
+    check_backend(backend, workers, parallel_clients)
     if backend == "local" and (workers is not None or ray_address is not None):
         raise UserError("--workers and --ray-address go with --backend ray")
-    return {"backend": backend, "workers": workers, "ray_address": ray_address}
+    return {"backend": backend, "workers": workers, "ray_address": ray_address, "parallel_clients": parallel_clients}
 
 
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
@@ -177,13 +178,14 @@ def run(
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
     device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json, force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
+    parallel_clients: int = _parallel,
 ) -> None:
     """Run one federated experiment and print its summary. A spec already finished in
     RESULTS_DIR is not run again (--force does); an interrupted one resumes."""
     from pflbench.results.record import dumps
 
     _use_data_dir(data_dir)
-    where = _backend_args(backend, workers, ray_address)
+    where = _backend_args(backend, workers, ray_address, parallel_clients)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt, device)
     record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
@@ -243,6 +245,7 @@ def bench(
     results_dir: Path = _results, device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
     force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
+    parallel_clients: int = _parallel,
 ) -> None:
     """Run several methods over several seeds on one setting; print their leaderboard (means
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
@@ -252,7 +255,7 @@ def bench(
     from pflbench.results.table import render
 
     _use_data_dir(data_dir)
-    where = _backend_args(backend, workers, ray_address)
+    where = _backend_args(backend, workers, ray_address, parallel_clients)
     # the named methods (a typo fails before hours of training), or every one that loads
     names = registry.methods.usable([m.strip() for m in methods.split(",") if m.strip()] if methods else None, warn=_err)
     options = _bench_options(opt or [], names)

@@ -108,3 +108,20 @@ def test_one_round_on_ray_workers(benchmark, ray_session, small_spec, workers):
         backend.close()
     benchmark.extra_info.update(workers=workers, per_client_compute_s=rec["timing"]["compute_s"] / 4)
     assert len(rec["sampled"]) == 4 and rec["uplink_bytes"] > 0
+
+
+@pytest.mark.parametrize("per_round", [4, 8, 16])
+@pytest.mark.parametrize("parallel", [1, 16], ids=["sequential", "batched"])
+def test_one_round_batched_against_sequential(benchmark, small_spec, per_round, parallel):
+    """One fedavg-lora round of ``per_round`` clients x 10 steps (batch 8) on the tiny model,
+    one client after another or all in one pass (--parallel-clients); README, "Batched
+    clients", gives the ratios."""
+    exp = resolve(small_spec(method="fedavg-lora", clients=16, clients_per_round=per_round, local_steps=10,
+                             batch_size=8, rounds=2))
+    from pflbench.federation.backends import LocalBackend
+
+    runner = Runner(exp, None, None, LocalBackend(exp, parallel))
+    runner.round(1)  # warm-up
+    rec = benchmark.pedantic(lambda: runner.round(1), rounds=3, iterations=1)
+    benchmark.extra_info.update(clients_per_round=per_round, parallel_clients=min(parallel, per_round))
+    assert len(rec["sampled"]) == per_round and rec["uplink_bytes"] == per_round * 49_168  # fp32 tiny LoRA payload

@@ -42,15 +42,26 @@ class Backend(Protocol):
 
 
 class LocalBackend:
+    """In this process, on the experiment's model: one client after another, or with
+    ``parallel`` > 1 and a batchable method (``federation.batched``) that many in one pass."""
+
     name = "local"
     holds_client_state = False
 
-    def __init__(self, exp):
+    def __init__(self, exp, parallel: int = 1):
+        from pflbench.federation.batched import batchable
+
         self.exp, self.schema = exp, payload_schema(exp)
+        self.parallel = parallel if parallel > 1 and batchable(exp) else 1
 
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
-        for job in jobs:
-            yield train_client(self.exp, self.schema, job)
+        from pflbench.federation.batched import groups, train_batched
+
+        for group in groups(jobs, self.parallel):
+            if len(group) > 1:
+                yield from train_batched(self.exp, self.schema, group)
+            else:
+                yield train_client(self.exp, self.schema, group[0])
 
     def close(self) -> None:
         pass
@@ -98,16 +109,21 @@ class RayBackend:
         self.workers = []
 
 
-def make_backend(name: str, exp, workers: Optional[int] = None, address: Optional[str] = None) -> Backend:
+def make_backend(name: str, exp, workers: Optional[int] = None, address: Optional[str] = None,
+                 parallel_clients: int = 1) -> Backend:
     if name == "local":
-        return LocalBackend(exp)
+        return LocalBackend(exp, parallel_clients)
     if name == "ray":
         return RayBackend(exp, workers or 2, address)
     raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def check_backend(name: str, workers: Optional[int]) -> None:
+def check_backend(name: str, workers: Optional[int], parallel_clients: int = 1) -> None:
     """Refuse a bad backend choice before anything heavy is loaded."""
+    if parallel_clients < 1:
+        raise UserError(f"--parallel-clients must be a positive integer, got {parallel_clients}")
+    if parallel_clients > 1 and name != "local":
+        raise UserError("--parallel-clients goes with the local backend")
     if name not in BACKENDS:
         raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:

@@ -118,21 +118,24 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
 
 def run(spec: RunSpec, results_dir: Path | str | None = None, *,
         progress: Progress | None = None, on_round: RoundHook | None = None,
-        backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> dict[str, Any]:
+        backend: str = "local", workers: int | None = None, ray_address: str | None = None,
+        parallel_clients: int = 1) -> dict[str, Any]:
     """Run one experiment; return its record (and write it under ``results_dir``: see
     ``pflbench.results.record``). An interrupted run of the same spec in ``results_dir``
     resumes from its last finished round. ``backend``: where the sampled clients train
-    (``federation.backends``); it does not change the record apart from timing."""
+    (``federation.backends``); it does not change the record apart from timing.
+    ``parallel_clients``: train that many sampled clients in one pass where the method allows
+    (``federation.batched``; the record then agrees within a floating-point tolerance)."""
     from pflbench.federation.backends import check_backend
 
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
-    check_backend(backend, workers)
+    check_backend(backend, workers, parallel_clients)
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     runner_backend = None
     try:
         exp = resolve(spec, progress, components)
-        runner_backend = make_backend(backend, exp, workers, ray_address)
+        runner_backend = make_backend(backend, exp, workers, ray_address, parallel_clients)
         return Runner(exp, writer, on_round, runner_backend).run(t_start)
     finally:
         if runner_backend is not None:

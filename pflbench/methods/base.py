@@ -239,6 +239,13 @@ class Method:
         loss = train_steps(ctx, ctx.parameters(), ctx.steps)
         return LocalResult(ctx.num_samples, loss)
 
+    def batchable(self) -> bool:
+        """Whether several clients' local updates may run in one pass (``--parallel-clients``,
+        ``pflbench.federation.batched``): they must be this default update (supervised steps
+        of AdamW on every trainable tensor, every upload the full delta). True unless
+        ``local_update`` is overridden; a method whose override reduces to it says so here."""
+        return type(self).local_update is Method.local_update
+
     def aggregate(self, shared: dict[str, torch.Tensor], updates: list[Update], info: RoundInfo) -> dict[str, torch.Tensor]:
         """Called every round, also when no update arrived (``updates`` empty)."""
         return fedavg(shared, updates)

@@ -54,6 +54,9 @@ class PFTT(Method):
         private = o.lora(model, "local")
         return Parts(shared=shared, private=private)
 
+    def batchable(self) -> bool:
+        return self.options.schedule == "joint"  # then the local update is the default one
+
     def local_update(self, ctx: LocalContext) -> LocalResult:
         if self.options.schedule == "joint":
             return super().local_update(ctx)
