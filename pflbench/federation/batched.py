@@ -19,13 +19,12 @@ states, not bit for bit. Used when the method's local update is the default supe
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from typing import Any, Iterator
 
 import torch
 
-from pflbench.federation.client import ClientJob, ClientOutcome, client_generator
+from pflbench.federation.client import ClientJob, ClientOutcome, client_generator, divergence
 from pflbench.models.adapters import BottleneckAdapter
 
 
@@ -138,9 +137,7 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
     for i, job in enumerate(jobs):
         trained = {n: stacked[n][i].detach() for n in names}
         loss = float(losses[i]) / spec.local_steps
-        bad = [n for n, t in trained.items() if not bool(torch.isfinite(t).all())]
-        diverged = (f"a non-finite training loss ({loss})" if not math.isfinite(loss) else
-                    f"non-finite values in {bad[0]}" if bad else None)
+        diverged = divergence(loss, trained)
         upload = {n: trained[n] - job.global_shared[n] for n in exp.parts.shared}
         memory = dict(job.codec_memory)
         payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""

@@ -80,11 +80,8 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
         num_clients=spec.clients, participation=job.participation, delivered=job.delivered, all_clients=exp.clients,
     )
     result = method.local_update(ctx)
-    loss = result.train_loss if ctx.compute_s > 0 else 0.0
-    bad = [n for n in exp.parts.shared + exp.parts.private if not bool(torch.isfinite(params[n]).all())]
-    diverged = None
-    if not math.isfinite(loss) or bad:
-        diverged = f"a non-finite training loss ({loss})" if not math.isfinite(loss) else f"non-finite values in {bad[0]}"
+    diverged = divergence(result.train_loss if ctx.compute_s > 0 else 0.0,
+                          {n: params[n] for n in exp.parts.shared + exp.parts.private})
     memory = dict(job.codec_memory)
     upload = _upload(exp, schema, ctx, result)
     payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""
@@ -96,29 +93,31 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
         compute_s=ctx.compute_s, diverged=diverged)
 
 
+def divergence(loss: float, trained: dict[str, torch.Tensor]) -> Optional[str]:
+    """What went non-finite in a client's update (its loss first, then the first trained
+    tensor), or None: the run stops on it (``engine.Diverged``)."""
+    if not math.isfinite(loss):
+        return f"a non-finite training loss ({loss})"
+    bad = next((n for n, t in trained.items() if not bool(torch.isfinite(t).all())), None)
+    return f"non-finite values in {bad}" if bad is not None else None
+
+
 @torch.no_grad()
-def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private: Optional[dict[str, torch.Tensor]],
+def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private: dict[str, torch.Tensor],
                     state: dict[str, torch.Tensor], initial_private: dict[str, torch.Tensor], trained: bool) -> dict[str, Any]:
-    """One client's scores: the deployed model (global shared + its private tensors, inside
-    the method's ``deployed`` hook) and the shared part alone (private tensors at their initial
-    state, which for LoRA and adapters is the identity, inside its ``shared_alone`` hook). A
-    client without trained private tensors (``private`` None) is deployed with the
-    shared-alone model."""
+    """The scores of a client with trained private tensors of its own: the deployed model
+    (global shared + its private tensors, inside the method's ``deployed`` hook) and the
+    shared part alone (private tensors at their initial state, which for LoRA and adapters is
+    the identity, inside its ``shared_alone`` hook)."""
     method, model = exp.method, exp.loaded.model
     params = dict(model.named_parameters())
     _load(params, global_shared)
-    if private is not None:  # trained private tensors: score the shared part alone too
-        _load(params, private)
-        with method.deployed(model, state):
-            personal = exp.task.evaluate(model, client)
-        _load(params, initial_private)
-        with method.shared_alone(model):
-            shared = exp.task.score(model, client)
-    else:
-        _load(params, initial_private)
-        with method.shared_alone(model):
-            personal = exp.task.evaluate(model, client)
-        shared = personal["score"]
+    _load(params, private)
+    with method.deployed(model, state):
+        personal = exp.task.evaluate(model, client)
+    _load(params, initial_private)
+    with method.shared_alone(model):
+        shared = exp.task.score(model, client)
     return {"client": client.id, "name": client.name, "personal": personal.pop("score"), "shared": shared,
             "trained": trained, "diagnostics": personal}
 
@@ -126,9 +125,10 @@ def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private
 @torch.no_grad()
 def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Tensor],
                           initial_private: dict[str, torch.Tensor], participation: dict[int, int]) -> list[dict[str, Any]]:
-    """The scores of clients without private tensors of their own: all of them get the same
-    model (the shared part alone), so the task scores them together (``Task.evaluate_many``:
-    one batched pass where the metric allows)."""
+    """The scores of clients without private tensors of their own: each is deployed with the
+    shared part alone (private tensors at their initial values, the method's ``shared_alone``
+    hook), the same model for all of them, so the task scores them together
+    (``Task.evaluate_many``: one batched pass where the metric allows)."""
     method, model = exp.method, exp.loaded.model
     params = dict(model.named_parameters())
     _load(params, global_shared)

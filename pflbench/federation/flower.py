@@ -24,7 +24,8 @@ from typing import Any, Iterator, Optional
 import torch
 
 from pflbench.errors import UserError
-from pflbench.federation.client import ClientJob, ClientOutcome, evaluate_client, payload_schema, train_client
+from pflbench.federation.client import (ClientJob, ClientOutcome, evaluate_client, evaluate_shared_alone, payload_schema,
+                                       train_client)
 
 SPEC_FILE = "spec.json"
 
@@ -113,9 +114,12 @@ def client_app(spec_path: Path):
         c = _client_id(context, spec.clients)
         kept = context.state.array_records
         trained = bool(msg.content.config_records["job"]["trained"])
-        private = _tensors(kept.get("private")) if exp.parts.private and "private" in kept else None
-        scores = evaluate_client(exp, exp.clients[c], _tensors(msg.content.array_records.get("global")), private,
-                                 _tensors(kept.get("state")), initial, trained)
+        global_shared = _tensors(msg.content.array_records.get("global"))
+        if exp.parts.private and "private" in kept:  # as the engine: own private tensors, or the shared part alone
+            scores = evaluate_client(exp, exp.clients[c], global_shared, _tensors(kept.get("private")),
+                                     _tensors(kept.get("state")), initial, trained)
+        else:
+            (scores,) = evaluate_shared_alone(exp, [exp.clients[c]], global_shared, initial, {c: 1} if trained else {})
         return fapp.Message(fapp.RecordDict({"scores": fapp.ConfigRecord({"json": json.dumps(scores)})}), reply_to=msg)
 
     return app
