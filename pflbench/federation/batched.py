@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
@@ -150,5 +150,3 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
 def groups(jobs: list[ClientJob], size: int) -> list[list[ClientJob]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
-
-__all__: Any = ["batchable", "train_batched", "groups"]
