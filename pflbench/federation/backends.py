@@ -38,6 +38,10 @@ class Backend(Protocol):
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
         """Outcomes in the order of ``jobs``."""
 
+    # only where ``holds_client_state``: every client's scores, as ``client.evaluate_client``
+    # gives them, each client scoring itself
+    # def evaluate(self, global_shared, server, participation) -> list[dict]
+
     def close(self) -> None: ...
 
 

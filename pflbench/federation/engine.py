@@ -27,7 +27,7 @@ from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
-from pflbench.federation.backends import Backend, LocalBackend, make_backend
+from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, Parts, RoundInfo, Update
 from pflbench.models import LoadedModel, Progress, load_model
@@ -126,8 +126,6 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *,
     (``federation.backends``); it does not change the record apart from timing.
     ``parallel_clients``: train that many sampled clients in one pass where the method allows
     (``federation.batched``; the record then agrees within a floating-point tolerance)."""
-    from pflbench.federation.backends import check_backend
-
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
     check_backend(backend, workers, parallel_clients)
@@ -164,12 +162,6 @@ class Runner:
         exp.channel.setup(exp.spec.clients, exp.spec.seed, exp.spec.local_steps, self.schema.numel)
         self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
         self.rounds: list[dict[str, Any]] = []
-
-    # ---- tensor plumbing --------------------------------------------------------------
-    @torch.no_grad()
-    def _load(self, tensors: dict[str, torch.Tensor]) -> None:
-        for name, value in tensors.items():
-            self.params[name].copy_(value)
 
     # ---- one round ----------------------------------------------------------------------
     def round(self, r: int) -> dict[str, Any]:
