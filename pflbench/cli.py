@@ -153,12 +153,13 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
 _backend = typer.Option("local", help="where sampled clients train: local (one after another, this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
 _workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
 _ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
-_parallel = typer.Option(1, help="train up to K sampled clients in one pass over the base model when the method allows (LoRA/adapter methods with the default update); records agree with K=1 within floating-point tolerance")
+_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate; 1: one after another. Records agree with 1 within a floating-point tolerance (README, Batched clients)")
 
 
-def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: int = 1) -> dict[str, Any]:
-    from pflbench.federation.backends import check_backend
+def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: str = "auto") -> dict[str, Any]:
+    from pflbench.federation.backends import check_backend, parse_parallel
 
+    parallel_clients = parse_parallel(parallel_clients)
     check_backend(backend, workers, parallel_clients)
     if backend == "local" and (workers is not None or ray_address is not None):
         raise UserError("--workers and --ray-address go with --backend ray")
@@ -178,7 +179,7 @@ def run(
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
     device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json, force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
-    parallel_clients: int = _parallel,
+    parallel_clients: str = _parallel,
 ) -> None:
     """Run one federated experiment and print its summary. A spec already finished in
     RESULTS_DIR is not run again (--force does); an interrupted one resumes."""
@@ -245,7 +246,7 @@ def bench(
     results_dir: Path = _results, device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
     force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
-    parallel_clients: int = _parallel,
+    parallel_clients: str = _parallel,
 ) -> None:
     """Run several methods over several seeds on one setting; print their leaderboard (means
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.

@@ -8,7 +8,8 @@ import torch
 
 from pflbench import registry
 from pflbench.federation.backends import LocalBackend
-from pflbench.federation.batched import batchable
+from pflbench.federation import batched
+from pflbench.federation.batched import batchable, clients_per_pass
 from pflbench.federation.engine import Runner, resolve
 
 # README, "Batched clients": what the tolerance is, and why
@@ -33,9 +34,11 @@ def test_which_builtin_methods_are_batchable(small_spec):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["fedavg-lora", "local-only", "fedsa-lora", "ffa-lora", "fedper-lora", "pftt"])
-def test_batched_clients_match_sequential_clients(small_spec, method):
-    spec = small_spec(method=method, task="synth-world", clients=6, clients_per_round=4, rounds=2, local_steps=4,
+@pytest.mark.parametrize("method,task", [(m, "synth-world") for m in
+                                         ("fedavg-lora", "local-only", "fedsa-lora", "ffa-lora", "fedper-lora", "pftt")]
+                         + [("fedavg-lora", "shakespeare-roles")])  # prompts masked out / every token learnt
+def test_batched_clients_match_sequential_clients(small_spec, method, task):
+    spec = small_spec(method=method, task=task, clients=6, clients_per_round=4, rounds=2, local_steps=4,
                       batch_size=4, lr=0.01)
     (seq, rs), (bat, rb) = _run(spec, 1), _run(spec, 4)
     assert [r["uplink_bytes"] for r in bat["rounds"]] == [r["uplink_bytes"] for r in seq["rounds"]]
@@ -60,3 +63,68 @@ def test_a_method_with_its_own_update_is_trained_one_client_at_a_time(small_spec
     assert rp.backend.parallel == 1
     seq["summary"].pop("wall_s"), par["summary"].pop("wall_s")
     assert par["summary"] == seq["summary"]
+
+
+def test_packed_rows_hold_one_client_each_and_learn_the_tokens_the_padded_batch_learns(small_spec):
+    from pflbench.data.task import lm_batch
+    from pflbench.federation.client import client_generator
+
+    exp = resolve(small_spec(method="fedavg-lora", task="shakespeare-roles", clients=4))  # lines of many lengths
+    per_client = [exp.task.train_prompts(c, 8, client_generator(0, 1, c.id)) for c in exp.clients]
+    batch = batched._packed(per_client, exp.task._pad_id)
+    width = max(len(e.ids) for ex in per_client for e in ex)
+    assert batch["input_ids"].shape[1] == width and batch["rows"].tolist() == sorted(batch["rows"].tolist())
+    for i, examples in enumerate(per_client):
+        mine = batch["rows"] == i
+        # every example's tokens are in the client's own rows, once; what is learnt is what the
+        # padded batch's shifted labels learn
+        assert int((batch["input_ids"][mine] != exp.task._pad_id).sum()) == sum(len(e.ids) for e in examples)
+        assert int((batch["labels"][mine] != -100).sum()) == int((lm_batch(examples, exp.task._pad_id)["labels"][:, 1:] != -100).sum())
+        # a row starts at position 0 and each example restarts it
+        starts = int((batch["position_ids"][mine] == 0).sum()) - int((batch["input_ids"][mine] == exp.task._pad_id).any(1).sum())
+        assert starts == len(examples)
+    assert batch["input_ids"].shape[0] < sum(len(ex) for ex in per_client)  # several examples share a row
+
+
+def test_a_model_that_does_not_read_packed_examples_trains_one_client_at_a_time(small_spec, monkeypatch):
+    exp = resolve(small_spec(method="fedavg-lora", task="synth-world"))
+    assert batchable(exp)
+    decoder = exp.loaded.model.get_decoder()
+    # a model that ignores position_ids: packed examples would attend to each other
+    monkeypatch.setattr(decoder, "forward", lambda input_ids=None, position_ids=None, **kw: type(decoder).forward(decoder, input_ids=input_ids, **kw))
+    assert not batchable(exp) and clients_per_pass(exp, 4) == 1
+
+
+def test_auto_trains_every_sampled_client_in_one_pass_as_far_as_the_memory_estimate_allows(small_spec, monkeypatch):
+    exp = resolve(small_spec(method="fedavg-lora", task="synth-world", clients=8, clients_per_round=6))
+    assert clients_per_pass(exp, "auto") == 6 and clients_per_pass(exp, 4) == 4 and clients_per_pass(exp, 1) == 1
+    config = exp.loaded.model.config
+    longest = max(len(e.ids) for c in exp.clients for e in c.train)
+    per_client = exp.spec.batch_size * longest * config.hidden_size * config.num_hidden_layers * batched.BYTES_PER_UNIT
+    monkeypatch.setitem(batched.AUTO_BUDGET, "cpu", 2 * per_client + 1)
+    assert clients_per_pass(exp, "auto") == 2
+    monkeypatch.setitem(batched.AUTO_BUDGET, "cpu", per_client // 2)
+    assert clients_per_pass(exp, "auto") == 1
+    ditto = resolve(small_spec(method="ditto", task="synth-world", clients=8, clients_per_round=6))
+    assert clients_per_pass(ditto, "auto") == 1
+
+
+def test_the_record_says_how_many_clients_trained_in_one_pass(small_spec):
+    from pflbench.federation.engine import run
+
+    rec = run(small_spec(method="fedavg-lora", task="synth-world", clients=4, clients_per_round=3, rounds=1, local_steps=1))
+    assert rec["rounds"][0]["timing"]["clients_per_pass"] == 3
+    rec = run(small_spec(method="ditto", task="synth-world", clients=4, clients_per_round=3, rounds=1, local_steps=1))
+    assert rec["rounds"][0]["timing"]["clients_per_pass"] == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_parallel_clients_is_one_line(cli, tmp_path, value):
+    code, _, err = cli("run", "--results-dir", str(tmp_path), "--parallel-clients", value)
+    assert code == 2 and "--parallel-clients must be a positive integer or auto" in err
+    assert len(err.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
+def test_parallel_clients_above_one_goes_with_the_local_backend(cli, tmp_path):
+    code, _, err = cli("run", "--results-dir", str(tmp_path), "--backend", "ray", "--parallel-clients", "4")
+    assert code == 2 and "goes with the local backend" in err and len(err.strip().splitlines()) == 1

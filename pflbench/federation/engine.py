@@ -27,7 +27,7 @@ from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
-from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend
+from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend, parse_parallel
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, Parts, RoundInfo, Update
 from pflbench.models import LoadedModel, Progress, load_model
@@ -119,15 +119,17 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
 def run(spec: RunSpec, results_dir: Path | str | None = None, *,
         progress: Progress | None = None, on_round: RoundHook | None = None,
         backend: str = "local", workers: int | None = None, ray_address: str | None = None,
-        parallel_clients: int = 1) -> dict[str, Any]:
+        parallel_clients: int | str = "auto") -> dict[str, Any]:
     """Run one experiment; return its record (and write it under ``results_dir``: see
     ``pflbench.results.record``). An interrupted run of the same spec in ``results_dir``
     resumes from its last finished round. ``backend``: where the sampled clients train
     (``federation.backends``); it does not change the record apart from timing.
     ``parallel_clients``: train that many sampled clients in one pass where the method allows
-    (``federation.batched``; the record then agrees within a floating-point tolerance)."""
+    (``federation.batched``; ``auto``: as many as fit an activation-memory estimate; the
+    record then agrees with one client at a time within a floating-point tolerance)."""
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
+    parallel_clients = parse_parallel(parallel_clients)
     check_backend(backend, workers, parallel_clients)
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     runner_backend = None
@@ -236,7 +238,8 @@ class Runner:
         t1 = time.perf_counter()
         if r in spec.eval_rounds():
             rec["eval"] = self.evaluate()
-        rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1}
+        rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1,
+                         "clients_per_pass": getattr(self.backend, "parallel", 1)}
         return rec
 
     # ---- checkpoints ----------------------------------------------------------------------
