@@ -128,3 +128,21 @@ def test_a_bad_parallel_clients_is_one_line(cli, tmp_path, value):
 def test_parallel_clients_above_one_goes_with_the_local_backend(cli, tmp_path):
     code, _, err = cli("run", "--results-dir", str(tmp_path), "--backend", "ray", "--parallel-clients", "4")
     assert code == 2 and "goes with the local backend" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("method,task", [("pftt", "synth-world"),  # generation: knowledge and style
+                                         ("fedsa-lora", "shakespeare-roles")])  # next-token accuracy
+def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, method, task):
+    from pflbench.federation.client import evaluate_client
+
+    exp = resolve(small_spec(method=method, task=task, clients=4))
+    assert batched.evaluates_batched(exp)
+    store = Runner(exp, None, None).store
+    gen = torch.Generator().manual_seed(0)
+    # every client's private tensors made different, so a wrong routing would show
+    private = [{n: t + 0.3 * torch.randn(t.shape, generator=gen) for n, t in store.initial.items()} for _ in exp.clients]
+    shared = {n: dict(exp.loaded.model.named_parameters())[n].detach().clone() for n in exp.parts.shared}
+    together = batched.evaluate_batched(exp, exp.clients, shared, private, store.initial, {0: 1}, k=3)
+    alone = [evaluate_client(exp, c, shared, p, {}, store.initial, c.id == 0) for c, p in zip(exp.clients, private)]
+    assert together == alone
+    assert len({round(s["personal"], 6) for s in alone}) > 1  # the clients do differ

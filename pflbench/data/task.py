@@ -197,21 +197,23 @@ class Task:
     def evaluate(self, model, client: ClientData) -> dict[str, float]:
         """``{"score": ...}`` on the client's test split, plus the metric's diagnostic
         sub-scores where it has some (``knowledge-style``: knowledge, style, ...)."""
+        return self.evaluate_many(model, [client])[0]
+
+    def evaluate_many(self, model, clients: list[ClientData], route=None) -> list[dict[str, float]]:
+        """``evaluate`` of each client, all in one batched pass (``Metric.score_many``): on
+        the one model, or with ``route`` each client through its own stacked adapters
+        (``federation.batched``). A metric scored against the client itself (its reward
+        mixture) goes client by client, and takes no ``route``."""
         from pflbench.evaluation.metrics import METRICS
 
         metric = METRICS[self.metric]
-        value = metric.score(self, model, client) if metric.per_client else metric.score(self, model, client.test)
-        return dict(value) if isinstance(value, dict) else {"score": value}
-
-    def evaluate_many(self, model, clients: list[ClientData]) -> list[dict[str, float]]:
-        """``evaluate`` of each client on the same model: in one batched pass where the metric
-        has one (``Metric.score_many``), else client by client."""
-        from pflbench.evaluation.metrics import METRICS
-
-        metric = METRICS[self.metric]
-        if metric.score_many is None or metric.per_client:
-            return [self.evaluate(model, c) for c in clients]
-        return [{"score": v} for v in metric.score_many(self, model, [c.test for c in clients])] if clients else []
+        if metric.per_client:
+            if route is not None:
+                raise ValueError(f"metric {self.metric} scores client by client: it cannot score stacked clients")
+            values = [metric.score_client(self, model, c) for c in clients]
+        else:
+            values = metric.score_many(self, model, [c.test for c in clients], route) if clients else []
+        return [dict(v) if isinstance(v, dict) else {"score": v} for v in values]
 
     def score(self, model, client: ClientData) -> float:
         return self.evaluate(model, client)["score"]

@@ -95,35 +95,70 @@ def majority_label_scores(clients) -> dict:
 
 
 # ---- model metrics ----------------------------------------------------------------------
+# Every model metric scores groups of examples (one group: a client's test split) in one
+# batched pass: ``score_many(task, model, groups, route)``; ``score`` is its one-group case,
+# in the batches of EVAL_BATCH it always had. ``route`` (``federation.batched``): each group is
+# a client with adapters of its own, stacked; before each forward, ``route.rows`` says whose
+# each row of the batch is. Without it, every group is scored on the one model.
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _batches(n: int, size: int):
+    return [(b, min(b + size, n)) for b in range(0, n, size)]
+
+
+def _route(route, owners: list[int], b: int, e: int, device) -> None:
+    if route is not None:
+        route.rows = torch.tensor(owners[b:e], device=device)
+
+
+def _rows_per_batch(groups, width: int, vocab: int) -> int:
+    """EVAL_BATCH for one group; for many, as many rows as keep a batch's logits near 256 MB."""
+    return EVAL_BATCH if len(groups) == 1 else max(EVAL_BATCH, min(MANY_BATCH, 2**26 // max(width * vocab, 1)))
+
+
+def _owners(groups, per_item: int = 1) -> list[int]:
+    return [g for g, items in enumerate(groups) for _ in items for _ in range(per_item)]
+
+
 @torch.no_grad()
-def _token_stats(task, model, examples, pad_id):
-    """(correct top-1 predictions, predicted tokens, summed NLL) over answer tokens."""
+def _token_stats(model, groups, pad_id, route=None):
+    """Per group: (correct top-1 predictions, predicted tokens, summed NLL) over answer tokens."""
     from pflbench.data.task import lm_batch
 
-    correct = total = 0
-    nll = 0.0
-    for start in range(0, len(examples), EVAL_BATCH):
-        batch = {k: v.to(_device(model)) for k, v in lm_batch(examples[start : start + EVAL_BATCH], pad_id).items()}
+    examples, owners = [e for g in groups for e in g], _owners(groups)
+    stats = [[0, 0, 0.0] for _ in groups]
+    if not examples:
+        return stats
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 1
+    size = _rows_per_batch(groups, max(len(e.ids) for e in examples), vocab)
+    for b, e in _batches(len(examples), size):
+        _route(route, owners, b, e, _device(model))
+        batch = {k: v.to(_device(model)) for k, v in lm_batch(examples[b:e], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         target = batch["labels"][:, 1:]
         valid = target != -100
-        correct += int(((logits.argmax(-1) == target) & valid).sum())
-        total += int(valid.sum())
-        nll += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="sum"))
-    return correct, total, nll
+        hit = (logits.argmax(-1) == target) & valid
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+        rows = torch.tensor(owners[b:e])
+        for g in rows.unique().tolist():
+            mine = (rows == g).to(logits.device)
+            stats[g][0] += int(hit[mine].sum())
+            stats[g][1] += int(valid[mine].sum())
+            stats[g][2] += float(nll[mine].sum())
+    return stats
 
 
 @torch.no_grad()
 def sequence_logprob(model, sequences: list[list[int]], starts: list[int], pad_id: int, mean: bool = False,
-                     batch: int = EVAL_BATCH) -> list[float]:
-    """Log-probability of ``seq[start:]`` given ``seq[:start]``, for each sequence."""
+                     batch: int = EVAL_BATCH, owners: list[int] | None = None, route=None) -> list[float]:
+    """Log-probability of ``seq[start:]`` given ``seq[:start]``, for each sequence
+    (``owners``/``route``: whose adapters score each sequence, see above)."""
     out = []
-    for b in range(0, len(sequences), batch):
-        seqs, st = sequences[b : b + batch], starts[b : b + batch]
+    for b, e in _batches(len(sequences), batch):
+        _route(route, owners, b, e, _device(model))
+        seqs, st = sequences[b:e], starts[b:e]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -140,15 +175,18 @@ def sequence_logprob(model, sequences: list[list[int]], starts: list[int], pad_i
 
 
 @torch.no_grad()
-def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int) -> list[list[int]]:
-    """Greedy continuations of left-padded prompt batches."""
+def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int,
+             owners: list[int] | None = None, route=None) -> list[list[int]]:
+    """Greedy continuations of left-padded prompt batches (``owners``/``route``: whose
+    adapters answer each prompt, see above)."""
     from pflbench.data.task import left_padded
 
     out = []
     was_training = model.training
     model.eval()
-    for b in range(0, len(prompts), EVAL_BATCH):
-        ids, mask = left_padded(prompts[b : b + EVAL_BATCH], pad_id)
+    for b, e in _batches(len(prompts), EVAL_BATCH):
+        _route(route, owners, b, e, _device(model))
+        ids, mask = left_padded(prompts[b:e], pad_id)
         width = ids.shape[1]
         gen = model.generate(
             input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model)), max_new_tokens=max_new_tokens,
@@ -164,21 +202,28 @@ def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_
 class Metric:
     name: str
     description: str
-    score: Callable  # (task, model, examples) -> float, or (task, model, client) with per_client
-    higher_is_better: bool = True
-    per_client: bool = False  # scored against the client itself (its reward mixture), not its examples alone
-    # (task, model, [each client's examples]) -> [each client's score], in one batched pass over
-    # them all (many clients on one model: every client that has not trained); None: client
-    # by client. Gives what ``score`` gives on each list.
+    # (task, model, groups, route=None) -> one score per group (a float, or a dict with
+    # "score" and sub-scores): see above
     score_many: Optional[Callable] = None
+    higher_is_better: bool = True
+    # scored against the client itself (its reward mixture), not its examples alone:
+    # ``score_client(task, model, client)``, client by client
+    score_client: Optional[Callable] = None
+
+    @property
+    def per_client(self) -> bool:
+        return self.score_client is not None
+
+    def score(self, task, model, examples):
+        return self.score_many(task, model, [examples])[0]
 
 
 def _eval_mode(fn):
-    def wrapped(task, model, examples):
+    def wrapped(task, model, *args, **kwargs):
         was_training = model.training
         model.eval()
         try:
-            return fn(task, model, examples)
+            return fn(task, model, *args, **kwargs)
         finally:
             model.train(was_training)
 
@@ -186,22 +231,19 @@ def _eval_mode(fn):
 
 
 @_eval_mode
-def _next_token_accuracy(task, model, examples):
-    correct, total, _ = _token_stats(task, model, examples, task._pad_id)
-    return 100.0 * correct / max(total, 1)
+def _next_token_accuracy(task, model, groups, route=None):
+    return [100.0 * c / max(t, 1) for c, t, _ in _token_stats(model, groups, task._pad_id, route)]
 
 
 @_eval_mode
-def _perplexity(task, model, examples):
-    _, total, nll = _token_stats(task, model, examples, task._pad_id)
-    return math.exp(nll / max(total, 1))
+def _perplexity(task, model, groups, route=None):
+    return [math.exp(nll / max(t, 1)) for _, t, nll in _token_stats(model, groups, task._pad_id, route)]
 
 
 @_eval_mode
-def _label_accuracy_many(task, model, groups):
+def _label_accuracy(task, model, groups, route=None):
     """The label whose text is most likely after the prompt (length-normalised) is the
-    prediction; one accuracy per group of examples (a client's test split), all groups scored
-    in the same batched pass."""
+    prediction; one accuracy per group of examples."""
     tok = task._tokenizer
     options = [tok(label, add_special_tokens=False)["input_ids"] for label in task.labels]
     examples = [e for g in groups for e in g]
@@ -212,33 +254,36 @@ def _label_accuracy_many(task, model, groups):
             starts.append(len(e.prompt))
     # one client keeps the batches it always had; many clients' short sequences go in bigger
     # batches (4x faster per sequence on the tiny model on 2 cores; same scores, tested)
-    scores = sequence_logprob(model, seqs, starts, task._pad_id, mean=True,
-                              batch=EVAL_BATCH if len(groups) == 1 else MANY_BATCH)
     k = len(options)
+    scores = sequence_logprob(model, seqs, starts, task._pad_id, mean=True,
+                              batch=EVAL_BATCH if len(groups) == 1 else MANY_BATCH, owners=_owners(groups, k), route=route)
     hits = [max(range(k), key=lambda j: scores[i * k + j]) == e.label for i, e in enumerate(examples)]
+    return _per_group(groups, hits, lambda xs: 100.0 * sum(xs) / max(len(xs), 1))
+
+
+def _per_group(groups, values: list, reduce: Callable) -> list:
     out, at = [], 0
     for g in groups:
-        out.append(100.0 * sum(hits[at : at + len(g)]) / max(len(g), 1))
+        out.append(reduce(values[at : at + len(g)]))
         at += len(g)
     return out
 
 
-def _label_accuracy(task, model, examples):
-    return _label_accuracy_many(task, model, [examples])[0]
-
-
-def _answers(task, model, examples) -> list[str]:
-    outputs = generate(model, [e.prompt for e in examples], task._pad_id, task._eos_id, task.max_new_tokens)
+def _answers(task, model, groups, route=None) -> list[str]:
+    examples = [e for g in groups for e in g]
+    outputs = generate(model, [e.prompt for e in examples], task._pad_id, task._eos_id, task.max_new_tokens,
+                       _owners(groups), route)
     return task._tokenizer.batch_decode(outputs, skip_special_tokens=True)
 
 
 def _generation_metric(compare):
     @_eval_mode
-    def score(task, model, examples):
-        texts = _answers(task, model, examples)
-        return 100.0 * sum(compare(t, e.reference) for t, e in zip(texts, examples)) / max(len(examples), 1)
+    def score_many(task, model, groups, route=None):
+        texts = _answers(task, model, groups, route)
+        hits = [compare(t, e.reference) for t, e in zip(texts, (e for g in groups for e in g))]
+        return _per_group(groups, hits, lambda xs: 100.0 * sum(xs) / max(len(xs), 1))
 
-    return score
+    return score_many
 
 
 # ---- knowledge and style (synth-world) ------------------------------------------------------
@@ -260,14 +305,19 @@ def has_form(answer: str, form: str) -> bool:
 
 
 @_eval_mode
-def _knowledge_style(task, model, examples):
+def _knowledge_style(task, model, groups, route=None):
+    texts = _answers(task, model, groups, route)
+    return _per_group(groups, list(zip(texts, (e for g in groups for e in g))), _knowledge_style_of)
+
+
+def _knowledge_style_of(answers: list) -> dict:
     """Per answer: ``knowledge`` (it carries the record's ``value``; not asked where the
     client declines, ``value`` null) and ``style`` (it has the client's ``form``). The score
     of an answer is the mean of the two (style alone where the client declines); ``knowledge``
-    is also split by the record's ``seen`` (the client trained on this entity, or not)."""
-    texts = _answers(task, model, examples)
+    is also split by the record's ``seen`` (the client trained on this entity, or not).
+    ``answers``: (text, example) pairs of one client."""
     scores, style, know = [], [], {True: [], False: []}
-    for text, e in zip(texts, examples):
+    for text, e in answers:
         m = e.meta
         s = float(has_form(text, m["form"]))
         style.append(s)
@@ -283,12 +333,14 @@ def _knowledge_style(task, model, examples):
 
 
 @_eval_mode
-def _preference_accuracy(task, model, examples):
+def _preference_accuracy(task, model, groups, route=None):
     """Share of pairs where the model finds the chosen answer more likely (per token) than
     the rejected one."""
-    chosen = sequence_logprob(model, [e.ids for e in examples], [e.prompt_len for e in examples], task._pad_id, mean=True)
-    rejected = sequence_logprob(model, [e.rejected for e in examples], [e.prompt_len for e in examples], task._pad_id, mean=True)
-    return 100.0 * sum(c > r for c, r in zip(chosen, rejected)) / max(len(examples), 1)
+    examples, owners = [e for g in groups for e in g], _owners(groups)
+    starts = [e.prompt_len for e in examples]
+    chosen = sequence_logprob(model, [e.ids for e in examples], starts, task._pad_id, mean=True, owners=owners, route=route)
+    rejected = sequence_logprob(model, [e.rejected for e in examples], starts, task._pad_id, mean=True, owners=owners, route=route)
+    return _per_group(groups, [c > r for c, r in zip(chosen, rejected)], lambda xs: 100.0 * sum(xs) / max(len(xs), 1))
 
 
 # ---- reward tasks --------------------------------------------------------------------------
@@ -309,7 +361,7 @@ def _mixture_reward(task, model, client):
     from pflbench.rewards.mixture import Mixture
 
     examples = client.test
-    texts = _answers(task, model, examples)
+    texts = _answers(task, model, [examples])
     points = task.load_rewards().points([task.prompt_text(e) for e in examples], texts)
     mixed = Mixture.combine(points, client.weights)
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
@@ -332,7 +384,7 @@ def _mixture_reward(task, model, client):
 METRICS = {m.name: m for m in (
     Metric("next-token-accuracy", "share of answer tokens predicted top-1", _next_token_accuracy),
     Metric("perplexity", "exp of the mean answer-token NLL (lower is better)", _perplexity, higher_is_better=False),
-    Metric("label-accuracy", "the most likely label text is the gold one", _label_accuracy, score_many=_label_accuracy_many),
+    Metric("label-accuracy", "the most likely label text is the gold one", _label_accuracy),
     Metric("exact-match", "greedy answer equals the reference after normalisation", _generation_metric(exact_match)),
     Metric("token-f1", "token-overlap F1 of greedy answer and reference", _generation_metric(token_f1)),
     Metric("rouge-l", "longest-common-subsequence F1 of greedy answer and reference", _generation_metric(rouge_l)),
@@ -340,6 +392,6 @@ METRICS = {m.name: m for m in (
     Metric("preference-accuracy", "chosen answer more likely than rejected, per token", _preference_accuracy),
     Metric("knowledge-style", "mean of knowledge (the right fact) and style (the client's form) of greedy answers", _knowledge_style),
     Metric("mixture-reward", "the client's own mixture of the card's reward models on its greedy answers (reward cards)",
-           _mixture_reward, per_client=True),
+           score_client=_mixture_reward),
 )}
 TOKEN_METRICS = ("next-token-accuracy", "perplexity")  # averaged over target tokens; the others over answers

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -267,6 +267,41 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
                             private={n: trained[n].clone() for n in exp.parts.private}, state=dict(job.state),
                             codec_memory=memory, num_samples=task.num_train(clients[i]), train_loss=loss,
                             reward=float("nan"), compute_s=compute_s, diverged=diverged)
+
+
+def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor], private: list[dict[str, torch.Tensor]],
+                     initial_private: dict[str, torch.Tensor], participation: dict[int, int], k: int) -> list[dict[str, Any]]:
+    """``client.evaluate_client``'s scores of ``clients`` (``private``: each one's private
+    tensors), ``k`` at a time: their private tensors stacked, every test example scored
+    through its own client's tensors in one batched pass (``Task.evaluate_many`` with a
+    route); the shared part alone, the same model for all, scored together. Only where the
+    method's ``deployed`` hook is the default (it does not read the client's state)."""
+    from pflbench.federation.client import _load
+
+    method, model, task = exp.method, exp.loaded.model, exp.task
+    params = dict(model.named_parameters())
+    out: list[dict[str, Any]] = []
+    with torch.no_grad():
+        _load(params, global_shared)
+        personal: list[dict] = []
+        for at in range(0, len(clients), k):
+            stacked = {n: torch.stack([p[n].to(exp.device) for p in private[at : at + k]]) for n in exp.parts.private}
+            with _stacked_forward(model, stacked) as route, method.deployed(model, {}):
+                personal += task.evaluate_many(model, clients[at : at + k], route)
+        _load(params, initial_private)
+        with method.shared_alone(model):
+            shared = task.evaluate_many(model, clients)
+    for client, mine, alone in zip(clients, personal, shared):
+        out.append({"client": client.id, "name": client.name, "personal": mine.pop("score"), "shared": alone["score"],
+                    "trained": client.id in participation, "diagnostics": mine})
+    return out
+
+
+def evaluates_batched(exp) -> bool:
+    """Whether clients with private tensors may be scored together (``evaluate_batched``)."""
+    from pflbench.methods.base import Method
+
+    return batchable(exp) and type(exp.method).deployed is Method.deployed and bool(exp.parts.private)
 
 
 def groups(jobs: list[ClientJob], size: int) -> list[list[ClientJob]]:

@@ -25,9 +25,10 @@ from pflbench.data.task import ClientData, Task
 from pflbench.errors import UserError
 from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
-from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
-from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
 from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend, parse_parallel
+from pflbench.federation.batched import evaluate_batched, evaluates_batched
+from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
+from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, Parts, RoundInfo, Update
 from pflbench.models import LoadedModel, Progress, load_model
@@ -285,10 +286,17 @@ class Runner:
         exp, method = self.exp, self.exp.method
         if self.backend.holds_client_state:
             clients = self.backend.evaluate(self.global_shared, dict(method.server), self.participation)
-        else:  # clients with private tensors of their own one by one; the others share one model
+        else:  # clients without private tensors of their own share one model; the others, with
+            # batched clients, K at a time through their stacked tensors, else one by one
             alone = [c for c in exp.clients if not self.store.has(c.id)]
             scored = {s["client"]: s for s in evaluate_shared_alone(exp, alone, self.global_shared, self.store.initial,
                                                                     self.participation)}
+            own = [c for c in exp.clients if self.store.has(c.id)]
+            k = getattr(self.backend, "parallel", 1)
+            if k > 1 and own and evaluates_batched(exp):
+                scored.update((s["client"], s) for s in evaluate_batched(
+                    exp, own, self.global_shared, [self.store.get(c.id) for c in own], self.store.initial,
+                    self.participation, k))
             clients = [scored.get(c.id) or evaluate_client(exp, c, self.global_shared, self.store.get(c.id),
                                                            self.store.get_state(c.id), self.store.initial,
                                                            c.id in self.participation)
