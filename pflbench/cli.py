@@ -92,13 +92,14 @@ class _Progress:
 
 
 def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-          batch_size, lr, seed, eval_every, opt, device) -> RunSpec:
+          batch_size, lr, seed, eval_every, opt, device, parallel_clients=None) -> RunSpec:
     """The resolved spec: a flag given wins, then the task card's defaults, then the method's
     learning rate, then the suite's defaults (None: the flag was not given)."""
     return resolve_spec(
         method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
         lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []), device=device,
+        parallel_clients=parallel_clients,
     )
 
 
@@ -150,20 +151,25 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
         if not data_dir.is_dir():
             raise UserError(f"--data-dir {data_dir} is not a directory")
         os.environ["PFLBENCH_DATA_DIR"] = str(data_dir)
-_backend = typer.Option("local", help="where sampled clients train: local (one after another, this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
+_backend = typer.Option("local", help="where sampled clients train: local (this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
 _workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
 _ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
-_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate; 1: one after another. Records agree with 1 within a floating-point tolerance (README, Batched clients)")
+_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate (1 on --backend ray); 1: one after another. Records agree with 1 within a floating-point tolerance, and K is part of the run id (README, Batched clients)")
 
 
-def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: str = "auto") -> dict[str, Any]:
-    from pflbench.federation.backends import check_backend, parse_parallel
+def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: str = "auto") -> tuple[dict[str, Any], int | str]:
+    """The backend's arguments, and the spec's ``parallel_clients`` (``auto`` is 1 on a
+    backend that trains one client at a time)."""
+    from pflbench.config import parse_parallel
+    from pflbench.federation.backends import check_backend
 
-    parallel_clients = parse_parallel(parallel_clients)
-    check_backend(backend, workers, parallel_clients)
+    parallel = parse_parallel(parallel_clients)
+    if backend != "local" and parallel == "auto":
+        parallel = 1
+    check_backend(backend, workers, parallel)
     if backend == "local" and (workers is not None or ray_address is not None):
         raise UserError("--workers and --ray-address go with --backend ray")
-    return {"backend": backend, "workers": workers, "ray_address": ray_address, "parallel_clients": parallel_clients}
+    return {"backend": backend, "workers": workers, "ray_address": ray_address}, parallel
 
 
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
@@ -186,9 +192,9 @@ def run(
     from pflbench.results.record import dumps
 
     _use_data_dir(data_dir)
-    where = _backend_args(backend, workers, ray_address, parallel_clients)
+    where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-                 batch_size, lr, seed, eval_every, opt, device)
+                 batch_size, lr, seed, eval_every, opt, device, parallel)
     record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
     if as_json:
         print(dumps(record, sort_keys=True))
@@ -256,13 +262,13 @@ def bench(
     from pflbench.results.table import render
 
     _use_data_dir(data_dir)
-    where = _backend_args(backend, workers, ray_address, parallel_clients)
+    where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     # the named methods (a typo fails before hours of training), or every one that loads
     names = registry.methods.usable([m.strip() for m in methods.split(",") if m.strip()] if methods else None, warn=_err)
     options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
-              lr, seed, eval_every, options[name], device)
+              lr, seed, eval_every, options[name], device, parallel)
         for seed in parse_seeds(seeds) for name in names
     ]
     records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",

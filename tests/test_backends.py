@@ -16,7 +16,7 @@ from pflbench.federation.engine import run
 def test_ray_backend_gives_the_local_record(ray_session, small_spec, without_timing, method, channel, codec):
     spec = small_spec(method=method, task="synth-world", channel=channel, codec=codec,
                       clients=4, clients_per_round=3, rounds=3, local_steps=2)
-    local = run(spec, parallel_clients=1)  # a Ray worker trains one client at a time
+    local = run(spec)  # parallel_clients 1: a Ray worker trains one client at a time
     on_ray = run(spec, backend="ray", workers=2)
     assert without_timing(on_ray) == without_timing(local)
     rounds = local["rounds"]

@@ -87,7 +87,7 @@ def test_fedprox_with_mu_zero_is_fedavg_lora_exactly(small_spec):
     def core(rec):
         return {k: v for k, v in strip_timing(rec).items() if k not in ("run_id", "spec", "method")}
 
-    fedavg = core(run(small_spec(method="fedavg-lora"), None, parallel_clients=1))  # fedprox trains one client at a time
+    fedavg = core(run(small_spec(method="fedavg-lora"), None))  # one client at a time, as fedprox
     assert core(run(small_spec(method="fedprox", method_options={"mu": "0"}), None)) == fedavg
     pulled = core(run(small_spec(method="fedprox", method_options={"mu": "100"}), None))
     assert pulled["rounds"][0]["train_loss"] == fedavg["rounds"][0]["train_loss"]  # round 1 starts at the global model

@@ -3,11 +3,12 @@ within floating-point tolerance, for every batchable built-in method; the rest u
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from pflbench import registry
-from pflbench.federation.backends import LocalBackend
 from pflbench.federation import batched
 from pflbench.federation.batched import batchable, clients_per_pass
 from pflbench.federation.engine import Runner, resolve
@@ -17,8 +18,7 @@ LOSS_RTOL, TENSOR_ATOL = 1e-5, 1e-3
 
 
 def _run(spec, parallel):
-    exp = resolve(spec)
-    runner = Runner(exp, None, None, LocalBackend(exp, parallel))
+    runner = Runner(resolve(replace(spec, parallel_clients=parallel)), None, None)
     return runner.run(0.0), runner
 
 
@@ -112,10 +112,11 @@ def test_auto_trains_every_sampled_client_in_one_pass_as_far_as_the_memory_estim
 def test_the_record_says_how_many_clients_trained_in_one_pass(small_spec):
     from pflbench.federation.engine import run
 
-    rec = run(small_spec(method="fedavg-lora", task="synth-world", clients=4, clients_per_round=3, rounds=1, local_steps=1))
-    assert rec["rounds"][0]["timing"]["clients_per_pass"] == 3
-    rec = run(small_spec(method="ditto", task="synth-world", clients=4, clients_per_round=3, rounds=1, local_steps=1))
-    assert rec["rounds"][0]["timing"]["clients_per_pass"] == 1
+    spec = small_spec(method="fedavg-lora", task="synth-world", clients=4, clients_per_round=3, rounds=1, local_steps=1)
+    assert run(replace(spec, parallel_clients="auto"))["rounds"][0]["timing"]["clients_per_pass"] == 3
+    assert run(spec)["rounds"][0]["timing"]["clients_per_pass"] == 1  # a RunSpec's default: one at a time
+    ditto = replace(spec, method="ditto", parallel_clients="auto")
+    assert run(ditto)["rounds"][0]["timing"]["clients_per_pass"] == 1
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
@@ -146,3 +147,27 @@ def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, 
     alone = [evaluate_client(exp, c, shared, p, {}, store.initial, c.id == 0) for c, p in zip(exp.clients, private)]
     assert together == alone
     assert len({round(s["personal"], 6) for s in alone}) > 1  # the clients do differ
+
+
+def test_how_many_clients_train_together_is_part_of_the_run_id(small_spec):
+    from pflbench.config import RunSpec, resolve_spec
+
+    one = small_spec()
+    assert "parallel_clients" not in one.to_dict()  # at 1, the spec's JSON (and run id) is the one from before the field
+    assert RunSpec.from_dict(one.to_dict()) == one
+    ids = {replace(one, parallel_clients=k).run_id for k in (1, 2, "auto")}
+    assert len(ids) == 3
+    assert RunSpec.from_dict(replace(one, parallel_clients="auto").to_dict()).parallel_clients == "auto"
+    assert resolve_spec(method="fedavg-lora").parallel_clients == "auto"  # the CLI's and suites' default
+    with pytest.raises(Exception, match="positive integer or auto"):
+        replace(one, parallel_clients=0)
+
+
+def test_the_ray_backend_runs_auto_as_one_client_at_a_time(cli, tmp_path, monkeypatch):
+    from pflbench.federation import engine
+
+    seen = []
+    monkeypatch.setattr(engine, "run", lambda spec, *a, **k: seen.append(spec) or (_ for _ in ()).throw(SystemExit(0)))
+    cli("run", "--results-dir", str(tmp_path), "--backend", "ray", "--rounds", "1")
+    cli("run", "--results-dir", str(tmp_path), "--rounds", "1")
+    assert [s.parallel_clients for s in seen] == [1, "auto"]

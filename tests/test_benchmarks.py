@@ -116,11 +116,10 @@ def test_one_round_batched_against_sequential(benchmark, small_spec, per_round, 
     """One fedavg-lora round of ``per_round`` clients x 10 steps (batch 8) on the tiny model,
     one client after another or all in one pass (--parallel-clients); README, "Batched
     clients", gives the ratios."""
-    from pflbench.federation.backends import LocalBackend
 
     exp = resolve(small_spec(method="fedavg-lora", clients=16, clients_per_round=per_round, local_steps=10,
-                             batch_size=8, rounds=2))
-    runner = Runner(exp, None, None, LocalBackend(exp, parallel))
+                             batch_size=8, rounds=2, parallel_clients=parallel))
+    runner = Runner(exp, None, None)
     runner.round(1)  # warm-up
     rec = benchmark.pedantic(lambda: runner.round(1), rounds=3, iterations=1)
     benchmark.extra_info.update(clients_per_round=per_round, clients_per_pass=rec["timing"]["clients_per_pass"])
@@ -136,10 +135,9 @@ def test_the_default_round_against_the_peer(benchmark, parallel):
     """A round of the default setting (fedavg-lora, shakespeare-roles, 4 clients x 20 steps of
     batch 8, tiny model), the setting of the peer's 3.87 s compute-matched round."""
     from pflbench.config import RunSpec
-    from pflbench.federation.backends import LocalBackend
 
-    exp = resolve(RunSpec())
-    runner = Runner(exp, None, None, LocalBackend(exp, parallel))
+    exp = resolve(RunSpec(parallel_clients=parallel))
+    runner = Runner(exp, None, None)
     runner.round(1)
     rec = benchmark.pedantic(lambda: runner.round(1), rounds=3, iterations=1)
     benchmark.extra_info.update(peer_round_s=PEER_ROUND_S, clients_per_pass=rec["timing"]["clients_per_pass"])
@@ -150,10 +148,10 @@ def test_the_default_round_against_the_peer(benchmark, parallel):
 def test_scoring_clients_with_their_own_adapters(benchmark, small_spec, parallel):
     """Evaluation of 8 PFTT clients that all hold a local LoRA of their own (shakespeare-roles,
     next-token accuracy): one by one, or all 8 through their stacked adapters in one pass."""
-    from pflbench.federation.backends import LocalBackend
 
-    exp = resolve(small_spec(method="pftt", clients=8, clients_per_round=8, local_steps=1, rounds=1))
-    runner = Runner(exp, None, None, LocalBackend(exp, parallel))
+    exp = resolve(small_spec(method="pftt", clients=8, clients_per_round=8, local_steps=1, rounds=1,
+                             parallel_clients=parallel))
+    runner = Runner(exp, None, None)
     runner.round(1)  # every client trains once: each has its own local LoRA
     scores = benchmark.pedantic(runner.evaluate, rounds=3, iterations=1)
     assert [c["trained"] for c in scores["clients"]] == [True] * 8
@@ -165,11 +163,10 @@ def test_a_few_steps_of_smollm2_batched_against_sequential(benchmark, small_spec
     """A fedavg-lora round of 4 clients x 2 steps (batch 8, shakespeare-roles) on SmolLM2-135M,
     one client after another or the 4 in one pass (auto would give 2 on a CPU: the activation
     estimate of 4 is above its 2 GiB budget)."""
-    from pflbench.federation.backends import LocalBackend
 
     exp = resolve(small_spec(method="fedavg-lora", model="smollm2-135m", clients=8, clients_per_round=4,
-                             local_steps=2, batch_size=8, rounds=2))
-    runner = Runner(exp, None, None, LocalBackend(exp, parallel))
+                             local_steps=2, batch_size=8, rounds=2, parallel_clients=parallel))
+    runner = Runner(exp, None, None)
     rec = benchmark.pedantic(lambda: runner.round(1), rounds=1, iterations=1)
     benchmark.extra_info.update(clients_per_pass=rec["timing"]["clients_per_pass"])
     assert rec["timing"]["clients_per_pass"] == parallel and len(rec["sampled"]) == 4

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from pflbench.federation.backends import LocalBackend
 from pflbench.federation.codec import HEADER_BYTES, FP32Codec
 from pflbench.federation.engine import Runner, resolve, run
 
@@ -49,7 +48,7 @@ def test_payloads_hold_exactly_the_global_adapters_never_the_local_lora(small_sp
 
 def test_local_lora_persists_per_client_across_rounds_and_differs_between_clients(small_spec):
     exp = resolve(small_spec(method="pftt", clients=4, clients_per_round=2, rounds=4))
-    runner = Runner(exp, None, None, LocalBackend(exp, 1))  # the spy sees local_update: one client at a time
+    runner = Runner(exp, None, None)  # one client at a time (the spec's parallel_clients is 1): the spy sees local_update
     private = exp.parts.private
     starts, ends = {}, {}
     original = exp.method.local_update

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pflbench.errors import UserError
 from pflbench.results.record import load_records, strip_timing
 from pflbench.results.sweep import expand, load_suite
 
@@ -128,3 +129,17 @@ def test_every_shipped_suite_expands(suite, monkeypatch):
     assert len(specs) == (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.codecs) * len(s.models)
                           * len(seeds_of(s.seeds)))
     assert len({sp.run_id for sp in specs}) == len(specs)
+
+
+def test_a_suite_sets_how_many_clients_train_together(tmp_path):
+    """Batched by default; a suite may pin one client at a time (the demo does, so its
+    committed tables reproduce bit for bit) or a number; anything else is one clear line."""
+    root = Path(__file__).resolve().parents[1] / "leaderboard" / "suites"
+    assert {sp.parallel_clients for sp in expand(load_suite(root / "demo.yaml"))} == {1}
+    assert {sp.parallel_clients for sp in expand(load_suite(root / "quick.yaml"))} == {"auto"}
+    card = tmp_path / "s.yaml"
+    card.write_text("methods: [fedavg-lora]\ntasks: [synth-world]\nparallel_clients: 3\n")
+    assert [sp.parallel_clients for sp in expand(load_suite(card))] == [3]
+    card.write_text("methods: [fedavg-lora]\ntasks: [synth-world]\nparallel_clients: many\n")
+    with pytest.raises(UserError, match="parallel_clients"):
+        load_suite(card)

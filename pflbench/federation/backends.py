@@ -46,18 +46,18 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """In this process, on the experiment's model: ``parallel`` sampled clients in one pass
-    where the method allows (``federation.batched``; ``auto``: as many as
-    ``batched.clients_per_pass`` estimates), else one client after another."""
+    """In this process, on the experiment's model: the spec's ``parallel_clients`` sampled
+    clients in one pass where the method allows (``batched.clients_per_pass``), else one
+    client after another."""
 
     name = "local"
     holds_client_state = False
 
-    def __init__(self, exp, parallel: int | str = "auto"):
+    def __init__(self, exp):
         from pflbench.federation.batched import clients_per_pass
 
         self.exp, self.schema = exp, payload_schema(exp)
-        self.parallel = clients_per_pass(exp, parallel)
+        self.parallel = clients_per_pass(exp, exp.spec.parallel_clients)
 
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
         from pflbench.federation.batched import groups, train_batched
@@ -114,33 +114,18 @@ class RayBackend:
         self.workers = []
 
 
-def make_backend(name: str, exp, workers: Optional[int] = None, address: Optional[str] = None,
-                 parallel_clients: int | str = "auto") -> Backend:
+def make_backend(name: str, exp, workers: Optional[int] = None, address: Optional[str] = None) -> Backend:
     if name == "local":
-        return LocalBackend(exp, parallel_clients)
+        return LocalBackend(exp)
     if name == "ray":
         return RayBackend(exp, workers or 2, address)
     raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def parse_parallel(value: int | str) -> int | str:
-    """``--parallel-clients``: a positive integer or ``auto``."""
-    if value == "auto":
-        return value
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        k = 0
-    if isinstance(value, bool) or k < 1 or str(k) != str(value).strip():
-        raise UserError(f"--parallel-clients must be a positive integer or auto, got {value!r}")
-    return k
-
-
-def check_backend(name: str, workers: Optional[int], parallel_clients: int | str = "auto") -> None:
+def check_backend(name: str, workers: Optional[int], parallel_clients: int | str = 1) -> None:
     """Refuse a bad backend choice before anything heavy is loaded."""
-    parallel_clients = parse_parallel(parallel_clients)
-    if parallel_clients != "auto" and parallel_clients > 1 and name != "local":
-        raise UserError("--parallel-clients above 1 goes with the local backend (a Ray worker trains one client at a time)")
+    if parallel_clients != 1 and name != "local":
+        raise UserError("--parallel-clients other than 1 goes with the local backend (a Ray worker trains one client at a time)")
     if name not in BACKENDS:
         raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:

@@ -25,7 +25,7 @@ from pflbench.data.task import ClientData, Task
 from pflbench.errors import UserError
 from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
-from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend, parse_parallel
+from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend
 from pflbench.federation.batched import evaluate_batched, evaluates_batched
 from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
@@ -119,24 +119,20 @@ def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
 
 def run(spec: RunSpec, results_dir: Path | str | None = None, *,
         progress: Progress | None = None, on_round: RoundHook | None = None,
-        backend: str = "local", workers: int | None = None, ray_address: str | None = None,
-        parallel_clients: int | str = "auto") -> dict[str, Any]:
+        backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> dict[str, Any]:
     """Run one experiment; return its record (and write it under ``results_dir``: see
     ``pflbench.results.record``). An interrupted run of the same spec in ``results_dir``
     resumes from its last finished round. ``backend``: where the sampled clients train
-    (``federation.backends``); it does not change the record apart from timing.
-    ``parallel_clients``: train that many sampled clients in one pass where the method allows
-    (``federation.batched``; ``auto``: as many as fit an activation-memory estimate; the
-    record then agrees with one client at a time within a floating-point tolerance)."""
+    (``federation.backends``); it does not change the record apart from timing. How many
+    clients train in one pass is the spec's ``parallel_clients`` (``federation.batched``)."""
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
-    parallel_clients = parse_parallel(parallel_clients)
-    check_backend(backend, workers, parallel_clients)
+    check_backend(backend, workers, spec.parallel_clients)
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     runner_backend = None
     try:
         exp = resolve(spec, progress, components)
-        runner_backend = make_backend(backend, exp, workers, ray_address, parallel_clients)
+        runner_backend = make_backend(backend, exp, workers, ray_address)
         return Runner(exp, writer, on_round, runner_backend).run(t_start)
     finally:
         if runner_backend is not None:

@@ -278,9 +278,13 @@ options.num-supernodes = {clients}
 def export(spec, out: Path) -> list[Path]:
     """Write the Flower app of ``spec`` into ``out``: ``pyproject.toml`` (the app's components
     and a local simulation federation of one SuperNode per client) and the package
-    ``pflbench_app`` (``server_app.py``, ``client_app.py``, ``simulate.py``, ``spec.json``)."""
+    ``pflbench_app`` (``server_app.py``, ``client_app.py``, ``simulate.py``, ``spec.json``).
+    A node trains its one client: the spec is written with ``parallel_clients`` 1."""
+    from dataclasses import replace
+
     from pflbench import __version__
 
+    spec = replace(spec, parallel_clients=1)
     out = Path(out)
     pkg = out / "pflbench_app"
     try:

@@ -51,6 +51,7 @@ class Settings(BaseModel):
     lr: Optional[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = None
     eval_every: Optional[Annotated[StrictInt, Field(ge=0)]] = None
     device: Optional[StrictStr] = None
+    parallel_clients: Optional[Union[Literal["auto"], Positive]] = None
     opt: dict[StrictStr, Scalar] = {}  # method options
 
 
@@ -100,7 +101,8 @@ def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> lis
     return registry.methods.usable(None if suite.methods == "all" else list(suite.methods), warn)
 
 
-SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device")
+SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device",
+                "parallel_clients")
 
 
 def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:
