@@ -28,6 +28,7 @@ def _batchable_methods(small_spec):
 
 def test_which_builtin_methods_are_batchable(small_spec):
     # the default update on LoRA/adapter tensors; PFTT's joint schedule is that update too
+    # (reward cards included: tests/test_batched.py::test_batched_rl_updates_match_sequential_ones)
     assert set(_batchable_methods(small_spec)) == {"fedavg-lora", "local-only", "fedsa-lora", "ffa-lora", "fedper-lora", "pftt"}
     assert not batchable(resolve(small_spec(method="pftt", task="synth-world", method_options={"schedule": "alternate"})))
     assert not batchable(resolve(small_spec(method="fedavg-full", task="synth-world")))  # full weights: not adapters
@@ -53,6 +54,28 @@ def test_batched_clients_match_sequential_clients(small_spec, method, task):
             torch.testing.assert_close(rb.store.get(c)[name], value, rtol=0, atol=TENSOR_ATOL)
     moved = any(not torch.equal(t, rs.store.initial[n]) for c in rs.store.clients() for n, t in rs.store.get(c).items())
     assert moved or rs.global_shared  # something trained, so the comparison means something
+    assert bat["summary"]["score"] == pytest.approx(seq["summary"]["score"], abs=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fedavg-lora", "pftt"])
+def test_batched_rl_updates_match_sequential_ones(small_spec, method):
+    """On a reward card each client samples its responses with its own tensors and seed, as
+    alone; only the GRPO objective's forward and backward are shared. The sampled rewards and
+    scores are those of one client at a time; the losses (near 0: advantages are centred, the
+    probability ratio 1) agree to 1e-8."""
+    spec = small_spec(method=method, task="synth-align", clients=4, clients_per_round=3, rounds=2, local_steps=2,
+                      batch_size=2)
+    (seq, rs), (bat, rb) = _run(spec, 1), _run(spec, 3)
+    assert [r["timing"]["clients_per_pass"] for r in bat["rounds"]] == [3, 3]
+    assert [r["uplink_bytes"] for r in bat["rounds"]] == [r["uplink_bytes"] for r in seq["rounds"]]
+    assert [r["train_reward"] for r in bat["rounds"]] == pytest.approx([r["train_reward"] for r in seq["rounds"]], abs=1e-9)
+    assert [r["train_loss"] for r in bat["rounds"]] == pytest.approx([r["train_loss"] for r in seq["rounds"]], abs=1e-8)
+    for name, value in rs.global_shared.items():
+        torch.testing.assert_close(rb.global_shared[name], value, rtol=0, atol=TENSOR_ATOL)
+    for c in rs.store.clients():
+        for name, value in rs.store.get(c).items():
+            torch.testing.assert_close(rb.store.get(c)[name], value, rtol=0, atol=TENSOR_ATOL)
     assert bat["summary"]["score"] == pytest.approx(seq["summary"]["score"], abs=1e-9)
 
 
@@ -137,7 +160,7 @@ def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, 
     from pflbench.federation.client import evaluate_client
 
     exp = resolve(small_spec(method=method, task=task, clients=4))
-    assert batched.evaluates_batched(exp)
+    assert batchable(exp) and batched.evaluates_batched(exp)
     store = Runner(exp, None, None).store
     gen = torch.Generator().manual_seed(0)
     # every client's private tensors made different, so a wrong routing would show

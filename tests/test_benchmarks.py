@@ -145,6 +145,19 @@ def test_the_default_round_against_the_peer(benchmark, parallel):
 
 
 @pytest.mark.parametrize("parallel", [1, "auto"], ids=["sequential", "batched"])
+def test_one_rl_round_batched_against_sequential(benchmark, small_spec, parallel):
+    """A fedavg-lora round of the RL update on synth-align (tiny-chat): 4 clients x 4 GRPO
+    steps of 4 prompts x 4 responses; each client samples alone either way, the objective's
+    forward and backward are shared when batched."""
+    exp = resolve(small_spec(method="fedavg-lora", task="synth-align", clients=8, clients_per_round=4, local_steps=4,
+                             rounds=2, parallel_clients=parallel))
+    runner = Runner(exp, None, None)
+    runner.round(1)
+    rec = benchmark.pedantic(lambda: runner.round(1), rounds=3, iterations=1)
+    assert rec["timing"]["clients_per_pass"] == (1 if parallel == 1 else 4) and rec["train_reward"] is not None
+
+
+@pytest.mark.parametrize("parallel", [1, "auto"], ids=["sequential", "batched"])
 def test_scoring_clients_with_their_own_adapters(benchmark, small_spec, parallel):
     """Evaluation of 8 PFTT clients that all hold a local LoRA of their own (shakespeare-roles,
     next-token accuracy): one by one, or all 8 through their stacked adapters in one pass."""

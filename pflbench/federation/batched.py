@@ -54,10 +54,11 @@ def _slots(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
 
 def batchable(exp) -> bool:
     """Whether ``exp``'s clients can train in one pass: the method's local update is the
-    default supervised step, every trainable tensor is a LoRA or adapter weight (not on the
+    default step (supervised, or GRPO on a reward card), every trainable tensor is a LoRA or
+    adapter weight (not on the
     output layer, which runs on learnt positions only), and the model reads packed examples
     as it reads them one by one (``_packs_faithfully``)."""
-    if exp.task.kind == "reward" or not exp.method.batchable():
+    if not exp.method.batchable():
         return False
     model, trainable = exp.loaded.model, exp.parts.shared + exp.parts.private
     slots = _slots(model)
@@ -83,15 +84,31 @@ def clients_per_pass(exp, parallel: int | str = "auto") -> int:
         return int(parallel)
     config, spec = exp.loaded.model.config, exp.spec
     longest = max((len(e.ids) for c in exp.clients for e in c.train), default=1)
-    per_client = spec.batch_size * longest * config.hidden_size * config.num_hidden_layers * BYTES_PER_UNIT
+    rows = spec.batch_size
+    if exp.task.kind == "reward":  # each prompt's group of sampled responses
+        from pflbench.methods.base import rl_config
+
+        cfg = rl_config(exp.task)
+        rows, longest = rows * cfg.group_size, longest + cfg.max_new_tokens
+    per_client = rows * longest * config.hidden_size * config.num_hidden_layers * BYTES_PER_UNIT
     budget = AUTO_BUDGET["cuda" if torch.device(exp.device).type == "cuda" else "cpu"]
     return max(1, min(spec.clients_per_round, budget // per_client))
 
 
 class _Route:
-    """Which client each row of the batch in flight belongs to (a [rows] index tensor)."""
+    """Which client each row of the batch in flight belongs to (a [rows] index tensor);
+    ``one``: the client, when every row is the same one's (an RL client sampling)."""
 
-    rows: torch.Tensor
+    one: int | None = None
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: torch.Tensor) -> None:
+        self._rows = rows
+        self.one = int(rows[0]) if len(rows) and bool((rows == rows[0]).all()) else None
 
 
 @contextlib.contextmanager
@@ -108,6 +125,9 @@ def _stacked_forward(model: torch.nn.Module, stacked: dict[str, torch.Tensor]) -
 
     def per_row(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         xr = x.reshape(len(route.rows), -1, x.shape[-1])
+        if route.one is not None:  # one client's rows: its own tensors, no gather
+            weight = weight[route.one] if weight.dim() == 3 else weight
+            bias = bias[route.one] if bias is not None and bias.dim() == 2 else bias
         if weight.dim() == 3:
             y = torch.bmm(xr, weight.index_select(0, route.rows).transpose(1, 2))
         else:
@@ -225,6 +245,63 @@ def _packs_faithfully(exp) -> bool:
         packed, torch.cat(single), rtol=1e-3, atol=1e-3)
 
 
+def _sft_step(exp, model, route, clients, gens) -> tuple[torch.Tensor, None]:
+    """One supervised step's per-client token-mean losses ([k], to be summed and stepped)."""
+    task, k = exp.task, len(clients)
+    batch = {key: v.to(exp.device) for key, v in
+             _packed([task.train_prompts(c, exp.spec.batch_size, g) for c, g in zip(clients, gens)], task._pad_id).items()}
+    route.rows = batch["rows"]
+    learnt = batch["labels"] != -100
+    tok = torch.nn.functional.cross_entropy(_learnt_logits(model, batch), batch["labels"][learnt], reduction="none")
+    return _per_client(tok, batch["rows"][learnt.nonzero()[:, 0]], k), None
+
+
+def _per_client(values: torch.Tensor, owner: torch.Tensor, k: int) -> torch.Tensor:
+    """The mean of ``values`` over each client's entries (``owner``: the client of each)."""
+    counts = torch.zeros(k, device=values.device).index_add(0, owner, torch.ones_like(values))
+    return torch.zeros(k, device=values.device).index_add(0, owner, values) / counts.clamp(min=1)
+
+
+def _rl_step(exp, model, route, clients, gens, reference, stacked) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GRPO step (``training.rl``) of every client: each samples its group of responses
+    to its own prompts with its own tensors and seed, as one client alone does, and is scored
+    by its own reward mixture; the objective's forward and backward then run over every
+    client's responses together. Returns the per-client losses ([k]) and mean rewards."""
+    from pflbench.methods.base import rl_config
+    from pflbench.training.rl import _token_logprobs, group_advantages, grpo_rows, sample
+
+    task, tok, dev, k = exp.task, exp.task._tokenizer, exp.device, len(clients)
+    cfg = rl_config(task)
+    rewards = task.load_rewards()
+    drawn, advs, means = [], [], []
+    for i, (client, g) in enumerate(zip(clients, gens)):
+        prompts = [e.ids for e in task.train_prompts(client, exp.spec.batch_size, g)]
+        seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        route.rows = torch.full((len(prompts) * cfg.group_size,), i, device=dev)
+        ids, mask, resp, responses = sample(model, prompts, cfg, tok.pad_token_id, tok.eos_token_id, seed)
+        texts = tok.batch_decode(responses, skip_special_tokens=True)
+        prompt_texts = [t for t in tok.batch_decode(prompts, skip_special_tokens=True) for _ in range(cfg.group_size)]
+        r = torch.tensor(rewards.reward_fn(client.weights)(prompt_texts, texts), dtype=torch.float32, device=dev)
+        drawn.append((ids, mask, resp))
+        advs.append(group_advantages(r, cfg.group_size)[:, None])
+        means.append(float(r.mean()))
+    width = max(ids.shape[1] for ids, _, _ in drawn)
+    ids = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=tok.pad_token_id) for x, _, _ in drawn])
+    mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m, _ in drawn])
+    resp = torch.cat([torch.nn.functional.pad(r, (0, width - 1 - r.shape[1])) for _, _, r in drawn])
+    owner = torch.cat([torch.full((x.shape[0],), i, device=dev) for i, (x, _, _) in enumerate(drawn)])
+    route.rows = owner
+    with torch.no_grad():  # the reference: each client's tensors as its round began
+        current = {n: t.detach().clone() for n, t in stacked.items()}
+        for n, t in stacked.items():
+            t.copy_(reference[n])
+        ref_logp = _token_logprobs(model, ids, mask)
+        for n, t in stacked.items():
+            t.copy_(current[n])
+    per_row, _ = grpo_rows(_token_logprobs(model, ids, mask), ref_logp, torch.cat(advs), resp, cfg)
+    return _per_client(per_row, owner, k), torch.tensor(means, dtype=torch.float64)
+
+
 def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
     """Train ``jobs`` together (see the module doc); outcomes in the order of ``jobs``."""
     from pflbench.training.rl import adamw
@@ -239,22 +316,22 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
     opt = adamw(list(stacked.values()), jobs[0].lr)
     gens = [client_generator(spec.seed, j.round, j.client) for j in jobs]
     clients = [exp.clients[j.client] for j in jobs]
-    losses = torch.zeros(k, dtype=torch.float64)
+    losses, rewards = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    if task.kind == "reward":
+        reference = {n: t.detach().clone() for n, t in stacked.items()}
+        step = lambda route: _rl_step(exp, model, route, clients, gens, reference, stacked)  # noqa: E731
+    else:
+        step = lambda route: _sft_step(exp, model, route, clients, gens)  # noqa: E731
     model.train()
     with _stacked_forward(model, stacked) as route:
         for _ in range(spec.local_steps):
-            batch = {key: v.to(dev) for key, v in
-                     _packed([task.train_prompts(c, spec.batch_size, g) for c, g in zip(clients, gens)], task._pad_id).items()}
-            route.rows = batch["rows"]
-            learnt = batch["labels"] != -100
-            tok = torch.nn.functional.cross_entropy(_learnt_logits(model, batch), batch["labels"][learnt], reduction="none")
-            owner = batch["rows"][learnt.nonzero()[:, 0]]
-            counts = torch.zeros(k, device=dev).index_add(0, owner, torch.ones_like(tok))
-            per_client = torch.zeros(k, device=dev).index_add(0, owner, tok) / counts.clamp(min=1)
+            per_client, mean_reward = step(route)
             per_client.sum().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses += per_client.detach().double().cpu()
+            if mean_reward is not None:
+                rewards += mean_reward
     compute_s = (time.perf_counter() - t0) / k  # the pass, shared out evenly
     for i, job in enumerate(jobs):
         trained = {n: stacked[n][i].detach() for n in names}
@@ -266,7 +343,8 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
         yield ClientOutcome(client=job.client, payload=payload,
                             private={n: trained[n].clone() for n in exp.parts.private}, state=dict(job.state),
                             codec_memory=memory, num_samples=task.num_train(clients[i]), train_loss=loss,
-                            reward=float("nan"), compute_s=compute_s, diverged=diverged)
+                            reward=float(rewards[i]) / spec.local_steps if task.kind == "reward" else float("nan"),
+                            compute_s=compute_s, diverged=diverged)
 
 
 def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor], private: list[dict[str, torch.Tensor]],
@@ -298,10 +376,13 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
 
 
 def evaluates_batched(exp) -> bool:
-    """Whether clients with private tensors may be scored together (``evaluate_batched``)."""
+    """Whether the clients of a ``batchable`` run that hold private tensors may be scored
+    together (``evaluate_batched``): the method deploys them with the default hook."""
+    from pflbench.evaluation.metrics import METRICS
     from pflbench.methods.base import Method
 
-    return batchable(exp) and type(exp.method).deployed is Method.deployed and bool(exp.parts.private)
+    return (type(exp.method).deployed is Method.deployed and bool(exp.parts.private)
+            and not METRICS[exp.task.metric].per_client)
 
 
 def groups(jobs: list[ClientJob], size: int) -> list[list[ClientJob]]:

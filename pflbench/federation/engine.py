@@ -288,7 +288,7 @@ class Runner:
             scored = {s["client"]: s for s in evaluate_shared_alone(exp, alone, self.global_shared, self.store.initial,
                                                                     self.participation)}
             own = [c for c in exp.clients if self.store.has(c.id)]
-            k = getattr(self.backend, "parallel", 1)
+            k = getattr(self.backend, "parallel", 1)  # > 1: the run is batchable
             if k > 1 and own and evaluates_batched(exp):
                 scored.update((s["client"], s) for s in evaluate_batched(
                     exp, own, self.global_shared, [self.store.get(c.id) for c in own], self.store.initial,

@@ -172,6 +172,15 @@ def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
     return total / steps
 
 
+def rl_config(task, **settings: Any):
+    """The RL settings of a reward card (group size, temperature, response length), with
+    ``settings`` (RLConfig fields; None: the card's) over them."""
+    from pflbench.training.rl import RLConfig
+
+    card = {"group_size": task.group_size, "temperature": task.temperature, "max_new_tokens": task.max_new_tokens}
+    return RLConfig(**{**card, **{k: v for k, v in settings.items() if v is not None}})
+
+
 def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
               extra_loss: Callable[[], torch.Tensor] | None = None, optimizer: OptimizerFactory | None = None,
               **settings: Any) -> float:
@@ -180,13 +189,12 @@ def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
     card sets group size, temperature and response length; ``settings`` (RLConfig fields; None:
     the card's, else the suite's) override them. Returns the mean RL loss; the mean sampled reward goes
     to ``ctx.rewards``."""
-    from pflbench.training.rl import RLConfig, rl_steps
+    from pflbench.training.rl import rl_steps
 
     if not params or steps <= 0:
         return float("nan")
     task = ctx.task
-    card = {"group_size": task.group_size, "temperature": task.temperature, "max_new_tokens": task.max_new_tokens}
-    cfg = RLConfig(**{**card, **{k: v for k, v in settings.items() if v is not None}})
+    cfg = rl_config(task, **settings)
     reward = task.load_rewards().reward_fn(ctx.client.weights)
 
     def prompts():
@@ -241,8 +249,9 @@ class Method:
 
     def batchable(self) -> bool:
         """Whether several clients' local updates may run in one pass (``--parallel-clients``,
-        ``pflbench.federation.batched``): they must be this default update (supervised steps
-        of AdamW on every trainable tensor, every upload the full delta). True unless
+        ``pflbench.federation.batched``): they must be this default update (supervised steps,
+        or GRPO steps on a reward card, of AdamW on every trainable tensor, every upload the
+        full delta). True unless
         ``local_update`` is overridden; a method whose override reduces to it says so here."""
         return type(self).local_update is Method.local_update
 

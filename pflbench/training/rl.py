@@ -84,6 +84,17 @@ def sample(model, prompts: list[list[int]], cfg: RLConfig, pad_id: int, eos_id: 
     return out, full_mask, resp_mask[:, 1:].float(), responses
 
 
+def grpo_rows(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor, resp: torch.Tensor, cfg: RLConfig):
+    """Per response (row): the GRPO objective's mean over its tokens (see the module doc), and
+    its mean KL to the reference (detached)."""
+    ratio = torch.exp(logp - logp.detach())
+    pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+    diff = ref_logp - logp
+    kl = torch.exp(diff) - diff - 1
+    tokens = resp.sum(1).clamp(min=1)
+    return ((pg + cfg.kl_weight * kl) * resp).sum(1) / tokens, (kl.detach() * resp).sum(1) / tokens
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(reward - group mean) / (group standard deviation + 1e-4), per prompt's group."""
     r = rewards.view(-1, group_size)
@@ -129,13 +140,8 @@ def rl_steps(model, tokenizer, params: list[torch.nn.Parameter], prompts: Iterat
                 for p, cur in zip(params, current):
                     p.copy_(cur)
             logp = _token_logprobs(model, ids, mask)
-            ratio = torch.exp(logp - logp.detach())
-            pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
-            diff = ref_logp - logp
-            kl = torch.exp(diff) - diff - 1
-            per_token = pg + cfg.kl_weight * kl
-            tokens = resp.sum(1).clamp(min=1)
-            loss = ((per_token * resp).sum(1) / tokens).mean()
+            per_row, kl_rows = grpo_rows(logp, ref_logp, adv, resp, cfg)
+            loss = per_row.mean()
             if extra_loss is not None:
                 loss = loss + extra_loss()
             loss.backward()
@@ -143,6 +149,6 @@ def rl_steps(model, tokenizer, params: list[torch.nn.Parameter], prompts: Iterat
             opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         rewards_seen.append(float(r.mean()))
-        kls.append(float(((kl.detach() * resp).sum(1) / tokens).mean()))
+        kls.append(float(kl_rows.mean()))
     n = max(len(losses), 1)
     return RLStats(sum(losses) / n, sum(rewards_seen) / n, sum(kls) / n)
