@@ -10,17 +10,20 @@ at 0 for each). One forward and backward runs over them, in which each LoRA laye
 bottleneck adapter sends each row through its client's own tensors (``torch.bmm`` over the
 rows' tensors), and the output layer runs on the learnt positions only. The loss is the sum
 of the clients' own token-mean losses, so each client's gradient is its own; and since AdamW
-is elementwise, one AdamW over the stacked tensors is K clients' own AdamWs.
+is elementwise, one AdamW over the stacked tensors is K clients' own AdamWs. On a reward card
+(GRPO) each client samples its responses alone, with its own tensors and seed, and only the
+objective's forward and backward are shared. ``evaluate_batched`` scores clients with private
+tensors of their own the same way, each test example through its client's tensors.
 
 Packing is what pays on a CPU, where the arithmetic sets the time: a right-padded batch of a
-client's 8 lines of verse is about half padding, packed rows about a tenth. On a GPU the one
+client's 8 lines of verse is about half padding, packed rows about an eighth. On a GPU the one
 pass instead of K fills a device that small products leave idle.
 
 What differs from training the clients one after another is the order of floating-point
-sums: records agree within the tolerance the README states, not bit for bit. Used when the
-method's local update is the default supervised step (``Method.batchable``), every trainable
-tensor is a LoRA or bottleneck-adapter weight and the model reads packed examples faithfully
-(checked once on the run's own data).
+sums: records agree within the tolerance the README states, not bit for bit, which is why the
+spec's ``parallel_clients`` is part of the run id. Used when the method's local update is the
+default step (``Method.batchable``), every trainable tensor is a LoRA or bottleneck-adapter
+weight and the model reads packed examples faithfully (checked once on the run's own data).
 """
 
 from __future__ import annotations
