@@ -140,13 +140,13 @@ def _token_stats(model, groups, pad_id, route=None):
         target = batch["labels"][:, 1:]
         valid = target != -100
         hit = (logits.argmax(-1) == target) & valid
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
         rows = torch.tensor(owners[b:e])
         for g in rows.unique().tolist():
             mine = (rows == g).to(logits.device)
             stats[g][0] += int(hit[mine].sum())
             stats[g][1] += int(valid[mine].sum())
-            stats[g][2] += float(nll[mine].sum())
+            stats[g][2] += float(torch.nn.functional.cross_entropy(logits[mine].transpose(1, 2), target[mine],
+                                                                   ignore_index=-100, reduction="sum"))
     return stats
 
 
