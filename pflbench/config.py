@@ -67,9 +67,7 @@ class RunSpec:
             raise UserError(f"--lr must be a positive finite number, got {self.lr}")
         if self.seed < 0:
             raise UserError(f"--seed must be non-negative, got {self.seed}")
-        if self.parallel_clients != "auto" and (isinstance(self.parallel_clients, bool)
-                                                 or not isinstance(self.parallel_clients, int) or self.parallel_clients < 1):
-            raise UserError(f"--parallel-clients must be a positive integer or auto, got {self.parallel_clients!r}")
+        object.__setattr__(self, "parallel_clients", parse_parallel(self.parallel_clients))
         # canonical, immutable-looking copy of the options
         object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
         object.__setattr__(self, "provenance", dict(sorted(self.provenance.items())))
@@ -115,7 +113,7 @@ def parse_parallel(value: int | str) -> int | str:
         k = int(value)
     except (TypeError, ValueError):
         k = 0
-    if isinstance(value, bool) or k < 1 or str(k) != str(value).strip():
+    if isinstance(value, (bool, float)) or k < 1 or str(k) != str(value).strip():
         raise UserError(f"--parallel-clients must be a positive integer or auto, got {value!r}")
     return k
 
