@@ -58,9 +58,8 @@ def _slots(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
 def batchable(exp) -> bool:
     """Whether ``exp``'s clients can train in one pass: the method's local update is the
     default step (supervised, or GRPO on a reward card), every trainable tensor is a LoRA or
-    adapter weight (not on the
-    output layer, which runs on learnt positions only), and the model reads packed examples
-    as it reads them one by one (``_packs_faithfully``)."""
+    adapter weight (not on the output layer, which runs on learnt positions only), and the
+    model reads packed examples as it reads them one by one (``_packs_faithfully``)."""
     if not exp.method.batchable():
         return False
     model, trainable = exp.loaded.model, exp.parts.shared + exp.parts.private
@@ -265,26 +264,22 @@ def _per_client(values: torch.Tensor, owner: torch.Tensor, k: int) -> torch.Tens
     return torch.zeros(k, device=values.device).index_add(0, owner, values) / counts.clamp(min=1)
 
 
-def _rl_step(exp, model, route, clients, gens, reference, stacked) -> tuple[torch.Tensor, torch.Tensor]:
+def _rl_step(exp, model, route, clients, gens, reference, stacked, cfg, rewards) -> tuple[torch.Tensor, torch.Tensor]:
     """One GRPO step (``training.rl``) of every client: each samples its group of responses
     to its own prompts with its own tensors and seed, as one client alone does, and is scored
     by its own reward mixture; the objective's forward and backward then run over every
-    client's responses together. Returns the per-client losses ([k]) and mean rewards."""
-    from pflbench.methods.base import rl_config
-    from pflbench.training.rl import _token_logprobs, group_advantages, grpo_rows, sample
+    client's responses together. Returns the per-client losses ([k]) and mean rewards.
+    ``reference``: the stacked tensors as the clients' round began; ``cfg``, ``rewards``: the
+    card's RL settings and reward models."""
+    from pflbench.training.rl import _token_logprobs, draw, group_advantages, grpo_rows, reference_logprobs
 
     task, tok, dev, k = exp.task, exp.task._tokenizer, exp.device, len(clients)
-    cfg = rl_config(task)
-    rewards = task.load_rewards()
     drawn, advs, means = [], [], []
     for i, (client, g) in enumerate(zip(clients, gens)):
         prompts = [e.ids for e in task.train_prompts(client, exp.spec.batch_size, g)]
         seed = int(torch.randint(0, 2**62, (1,), generator=g))
         route.rows = torch.full((len(prompts) * cfg.group_size,), i, device=dev)
-        ids, mask, resp, responses = sample(model, prompts, cfg, tok.pad_token_id, tok.eos_token_id, seed)
-        texts = tok.batch_decode(responses, skip_special_tokens=True)
-        prompt_texts = [t for t in tok.batch_decode(prompts, skip_special_tokens=True) for _ in range(cfg.group_size)]
-        r = torch.tensor(rewards.reward_fn(client.weights)(prompt_texts, texts), dtype=torch.float32, device=dev)
+        ids, mask, resp, r = draw(model, tok, prompts, rewards.reward_fn(client.weights), cfg, seed)
         drawn.append((ids, mask, resp))
         advs.append(group_advantages(r, cfg.group_size)[:, None])
         means.append(float(r.mean()))
@@ -294,13 +289,7 @@ def _rl_step(exp, model, route, clients, gens, reference, stacked) -> tuple[torc
     resp = torch.cat([torch.nn.functional.pad(r, (0, width - 1 - r.shape[1])) for _, _, r in drawn])
     owner = torch.cat([torch.full((x.shape[0],), i, device=dev) for i, (x, _, _) in enumerate(drawn)])
     route.rows = owner
-    with torch.no_grad():  # the reference: each client's tensors as its round began
-        current = {n: t.detach().clone() for n, t in stacked.items()}
-        for n, t in stacked.items():
-            t.copy_(reference[n])
-        ref_logp = _token_logprobs(model, ids, mask)
-        for n, t in stacked.items():
-            t.copy_(current[n])
+    ref_logp = reference_logprobs(model, list(stacked.values()), reference, ids, mask)
     per_row, _ = grpo_rows(_token_logprobs(model, ids, mask), ref_logp, torch.cat(advs), resp, cfg)
     return _per_client(per_row, owner, k), torch.tensor(means, dtype=torch.float64)
 
@@ -321,8 +310,11 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
     clients = [exp.clients[j.client] for j in jobs]
     losses, rewards = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
     if task.kind == "reward":
-        reference = {n: t.detach().clone() for n, t in stacked.items()}
-        step = lambda route: _rl_step(exp, model, route, clients, gens, reference, stacked)  # noqa: E731
+        from pflbench.methods.base import rl_config
+
+        reference = [t.detach().clone() for t in stacked.values()]
+        cfg, reward_models = rl_config(task), task.load_rewards()
+        step = lambda route: _rl_step(exp, model, route, clients, gens, reference, stacked, cfg, reward_models)  # noqa: E731
     else:
         step = lambda route: _sft_step(exp, model, route, clients, gens)  # noqa: E731
     model.train()

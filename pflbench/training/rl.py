@@ -101,6 +101,35 @@ def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
 
 
+def draw(model, tokenizer, prompts: list[list[int]], reward: RewardFn, cfg: RLConfig, seed: int, compute=None):
+    """One step's sampled responses to ``prompts`` and their rewards: (ids, attention mask,
+    response mask, rewards); ``compute`` wraps generation and reward scoring (see ``rl_steps``)."""
+    import contextlib
+
+    compute = compute or contextlib.nullcontext
+    with compute():
+        ids, mask, resp, responses = sample(model, prompts, cfg, tokenizer.pad_token_id, tokenizer.eos_token_id, seed)
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    prompt_texts = [t for t in tokenizer.batch_decode(prompts, skip_special_tokens=True) for _ in range(cfg.group_size)]
+    with compute():  # reward models are model compute too
+        r = torch.tensor(reward(prompt_texts, texts), dtype=torch.float32, device=ids.device)
+    return ids, mask, resp, r
+
+
+@torch.no_grad()
+def reference_logprobs(model, tensors: list[torch.Tensor], reference: list[torch.Tensor], ids: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+    """``_token_logprobs`` under the reference policy: ``reference`` swapped into the trained
+    ``tensors`` for one forward, then put back."""
+    current = [t.detach().clone() for t in tensors]
+    for t, ref in zip(tensors, reference):
+        t.copy_(ref)
+    out = _token_logprobs(model, ids, mask)
+    for t, cur in zip(tensors, current):
+        t.copy_(cur)
+    return out
+
+
 def adamw(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """The suite's default local optimizer: AdamW without weight decay."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -117,28 +146,16 @@ def rl_steps(model, tokenizer, params: list[torch.nn.Parameter], prompts: Iterat
     import contextlib
 
     compute = compute or contextlib.nullcontext
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     opt = (optimizer or adamw)(params, lr)
     reference = [p.detach().clone() for p in params]
     losses, rewards_seen, kls = [], [], []
     for _ in range(steps):
         batch = next(prompts)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with compute():
-            ids, mask, resp, responses = sample(model, batch, cfg, pad_id, eos_id, seed)
-        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-        prompt_texts = [t for t in tokenizer.batch_decode(batch, skip_special_tokens=True) for _ in range(cfg.group_size)]
-        with compute():  # reward models are model compute too
-            r = torch.tensor(reward(prompt_texts, texts), dtype=torch.float32, device=ids.device)
+        ids, mask, resp, r = draw(model, tokenizer, batch, reward, cfg, seed, compute)
         adv = group_advantages(r, cfg.group_size)[:, None]
         with compute():
-            with torch.no_grad():
-                current = [p.detach().clone() for p in params]
-                for p, ref in zip(params, reference):
-                    p.copy_(ref)
-                ref_logp = _token_logprobs(model, ids, mask)
-                for p, cur in zip(params, current):
-                    p.copy_(cur)
+            ref_logp = reference_logprobs(model, params, reference, ids, mask)
             logp = _token_logprobs(model, ids, mask)
             per_row, kl_rows = grpo_rows(logp, ref_logp, adv, resp, cfg)
             loss = per_row.mean()
