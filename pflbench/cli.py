@@ -92,14 +92,14 @@ class _Progress:
 
 
 def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-          batch_size, lr, seed, eval_every, opt, device, parallel_clients=None) -> RunSpec:
+          batch_size, lr, seed, eval_every, opt, device, parallel_clients=None, precision=None, init=None) -> RunSpec:
     """The resolved spec: a flag given wins, then the task card's defaults, then the method's
     learning rate, then the suite's defaults (None: the flag was not given)."""
     return resolve_spec(
         method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
         lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []), device=device,
-        parallel_clients=parallel_clients,
+        parallel_clients=parallel_clients, precision=precision, init=init,
     )
 
 
@@ -143,6 +143,8 @@ _eval_every = typer.Option(DEFAULT.eval_every, help="evaluate every N rounds (0:
 _opt = typer.Option(None, "--opt", "-o", help="method option KEY=VALUE (repeatable); see `pflbench list methods`")
 _results = typer.Option(DEFAULT_RESULTS, help="where run records are written")
 _device = typer.Option("cpu", help="cpu, cuda, cuda:N or auto")
+_precision = typer.Option("fp32", help="fp32, or bf16 where the hardware has bf16 instructions (the frozen base in bf16 under autocast, trained tensors in fp32); part of the run id (README, Precision)")
+_init = typer.Option("pretrained", help="pretrained, or random: the model's architecture with random weights, for timing a model's size where its weights are not at hand (such runs are left out of tables)")
 _data_dir = typer.Option(None, help="local copies of hub datasets: DIR/TASK.jsonl (or .json/.csv/.parquet); also PFLBENCH_DATA_DIR")
 
 
@@ -185,7 +187,7 @@ def run(
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
     device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json, force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
-    parallel_clients: str = _parallel,
+    parallel_clients: str = _parallel, precision: str = _precision, init: str = _init,
 ) -> None:
     """Run one federated experiment and print its summary. A spec already finished in
     RESULTS_DIR is not run again (--force does); an interrupted one resumes."""
@@ -194,7 +196,7 @@ def run(
     _use_data_dir(data_dir)
     where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-                 batch_size, lr, seed, eval_every, opt, device, parallel)
+                 batch_size, lr, seed, eval_every, opt, device, parallel, precision, init)
     record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
     if as_json:
         print(dumps(record, sort_keys=True))
@@ -252,7 +254,7 @@ def bench(
     results_dir: Path = _results, device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json,
     force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
-    parallel_clients: str = _parallel,
+    parallel_clients: str = _parallel, precision: str = _precision,
 ) -> None:
     """Run several methods over several seeds on one setting; print their leaderboard (means
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
@@ -268,7 +270,7 @@ def bench(
     options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
-              lr, seed, eval_every, options[name], device, parallel)
+              lr, seed, eval_every, options[name], device, parallel, precision)
         for seed in parse_seeds(seeds) for name in names
     ]
     records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
@@ -658,8 +660,15 @@ def _describe(what: What, name: str, payload_bytes: int, clients: int) -> dict[s
         trained = isinstance(obj, type) and issubclass(obj, TrainedReward)
         row = {"name": name, "kind": "trained" if trained else "rule", "backbone": obj.backbone if trained else "-",
                "description": describe(obj)}
+    if what is What.models:
+        from pflbench.models import describe_size
+
+        source = obj()
+        row = {"name": name, "parameters": describe_size(source.parameters), "licence": source.licence,
+               "offline": "yes" if source.offline() else f"no ({getattr(source, 'install', '') or 'see its docs'})",
+               "description": describe(obj)}
     if what is What.methods:
-        row["options"] = ", ".join(f"{f.name}={f.default if not isinstance(f.default, tuple) else ','.join(f.default)}"
+        row["options"] = ", ".join(f"{f.name}={f.default if not isinstance(f.default, tuple) else ','.join(f.default) or 'auto'}"
                                    for f in dataclasses.fields(obj.Options))
     return row
 

@@ -20,6 +20,7 @@ from typing import Any
 from pflbench.errors import UserError
 
 
+PRECISIONS = ("fp32", "bf16")  # --precision (pflbench.models.precision)
 MAX_BATCH = 4096  # examples per local step; far above any fine-tuning batch, far below an allocation failure
 
 
@@ -45,6 +46,13 @@ class RunSpec:
     # within a floating-point tolerance, not bit for bit, so it is part of the run id; at 1 it
     # is left out of the spec's JSON, which keeps the run ids of records from before it
     parallel_clients: int | str = 1
+    # numeric precision (``models.precision``): fp32, or bf16 (the frozen base in bf16 under
+    # autocast, trained tensors in fp32); left out of the spec's JSON at fp32, like parallel_clients
+    precision: str = "fp32"
+    # the model's weights: "pretrained", or "random" (its architecture with random weights, for
+    # timing a model's size without its weights; left out of the tables and, at "pretrained",
+    # of the spec's JSON)
+    init: str = "pretrained"
     # what else changes a result, filled by ``resolve_spec``: the suite's version, the method's
     # package, version and code, the data actually read (see README, "Results schema")
     provenance: dict[str, str] = field(default_factory=dict)
@@ -68,6 +76,10 @@ class RunSpec:
         if self.seed < 0:
             raise UserError(f"--seed must be non-negative, got {self.seed}")
         object.__setattr__(self, "parallel_clients", parse_parallel(self.parallel_clients))
+        if self.init not in ("pretrained", "random"):
+            raise UserError(f"--init must be pretrained or random, got {self.init!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         # canonical, immutable-looking copy of the options
         object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
         object.__setattr__(self, "provenance", dict(sorted(self.provenance.items())))
@@ -76,6 +88,10 @@ class RunSpec:
         out = asdict(self)
         if out["parallel_clients"] == 1:
             del out["parallel_clients"]
+        if out["precision"] == "fp32":
+            del out["precision"]
+        if out["init"] == "pretrained":
+            del out["init"]
         return out
 
     def canonical_json(self) -> str:

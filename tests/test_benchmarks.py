@@ -194,16 +194,55 @@ def test_scoring_clients_with_their_own_adapters(benchmark, small_spec, parallel
     assert [c["trained"] for c in scores["clients"]] == [True] * 8
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("parallel", [1, 4], ids=["sequential", "batched"])
-def test_a_few_steps_of_smollm2_batched_against_sequential(benchmark, small_spec, parallel):
-    """A fedavg-lora round of 4 clients x 2 steps (batch 8, shakespeare-roles) on SmolLM2-135M,
-    one client after another or the 4 in one pass (auto would give 2 on a CPU: the activation
-    estimate of 4 is above its 2 GiB budget)."""
+def _count_examples(task):
+    """Wrap ``task.train_prompts`` (what both training paths draw from) to count the steps'
+    real tokens and learnt positions (the next token of every position from the prompt's end on)."""
+    seen = {"tokens": 0, "learnt": 0}
+    draw = task.train_prompts
 
-    exp = resolve(small_spec(method="fedavg-lora", model="smollm2-135m", clients=8, clients_per_round=4,
+    def counting(*args, **kwargs):
+        examples = draw(*args, **kwargs)
+        seen["tokens"] += sum(len(e.ids) for e in examples)
+        seen["learnt"] += sum(len(e.ids) - max(e.prompt_len, 1) for e in examples)
+        return examples
+
+    task.train_prompts = counting
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_round,parallel", [(1, 1), (4, 1), (4, 4)], ids=["client-step", "round-sequential", "round-batched"])
+def test_smollm2_training_against_the_matmul_limit(benchmark, small_spec, per_round, parallel):
+    """SmolLM2-135M, fedavg-lora, shakespeare-roles, batch 8: one client's step (2 steps,
+    timed per step) and a round of 4 clients x 2 steps one after another or in one pass.
+    Reports tokens/s, the FLOPs done (``pflbench.models.throughput``: 4 per frozen weight per
+    token, the output layer on learnt positions) and that rate as a fraction of this machine's
+    matrix-product throughput in fp32 and bf16, measured in the same test: the distance to the
+    physical limit (README, "Real models on a CPU")."""
+    from pflbench.models.precision import bf16_supported
+    from pflbench.models.throughput import matmul_throughput, step_flops
+
+    exp = resolve(small_spec(method="fedavg-lora", model="smollm2-135m", clients=8, clients_per_round=per_round,
                              local_steps=2, batch_size=8, rounds=2, parallel_clients=parallel))
     runner = Runner(exp, None, None)
+    runner.round(1)  # warm-up
+    seen = _count_examples(exp.task)
     rec = benchmark.pedantic(lambda: runner.round(1), rounds=1, iterations=1)
-    benchmark.extra_info.update(clients_per_pass=rec["timing"]["clients_per_pass"])
-    assert rec["timing"]["clients_per_pass"] == parallel and len(rec["sampled"]) == 4
+    compute_s = rec["timing"]["compute_s"]
+    flops = step_flops(exp.loaded.model, seen["tokens"], seen["learnt"])
+    fp32 = matmul_throughput(torch.float32)
+    has_bf16 = bf16_supported(torch.device("cpu"))
+    bf16 = matmul_throughput(torch.bfloat16, size=2048 if has_bf16 else 256, repeats=3 if has_bf16 else 1)
+    info = {"clients_per_pass": rec["timing"]["clients_per_pass"], "tokens": seen["tokens"],
+            "compute_s": compute_s,
+            "tokens_per_s": seen["tokens"] / compute_s, "achieved_gflops": flops / compute_s / 1e9,
+            "matmul_fp32_gflops": fp32 / 1e9, "matmul_bf16_gflops": bf16 / 1e9, "bf16_instructions": has_bf16,
+            "fraction_of_fp32_limit": flops / compute_s / fp32, "fraction_of_bf16_limit": flops / compute_s / bf16}
+    benchmark.extra_info.update(info)
+    print(f"\nSmolLM2 {per_round} client(s) x 2 steps, {info['clients_per_pass']} per pass: "
+          f"{info['tokens_per_s']:.0f} tokens/s, {info['achieved_gflops']:.1f} GFLOP/s = "
+          f"{info['fraction_of_fp32_limit']:.0%} of this machine's fp32 matmul ({info['matmul_fp32_gflops']:.0f} GFLOP/s); "
+          + (f"{info['fraction_of_bf16_limit']:.0%} of its bf16 matmul ({info['matmul_bf16_gflops']:.0f} GFLOP/s)" if has_bf16 else
+             f"no bf16 instructions (bf16 matmul emulated at {info['matmul_bf16_gflops']:.1f} GFLOP/s): fp32 is the limit"))
+    assert rec["timing"]["clients_per_pass"] == parallel and len(rec["sampled"]) == per_round
+    assert seen["tokens"] > 0 and 0 < info["fraction_of_fp32_limit"]

@@ -32,6 +32,7 @@ from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, Parts, RoundInfo, Update
 from pflbench.models import LoadedModel, Progress, load_model
+from pflbench.models.precision import apply_precision, check_precision
 from pflbench.results.record import SCHEMA, RunWriter
 
 # tags that keep the generators of different purposes apart
@@ -70,7 +71,8 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
             components: tuple[Method, Task, Channel, Codec] | None = None) -> Experiment:
     method, task, channel, codec = components or resolve_components(spec)
     dev = _device(spec.device)  # before the model loads: a typo costs nothing
-    loaded = load_model(spec.model, progress)
+    check_precision(spec.precision, dev)
+    loaded = load_model(spec.model, progress, spec.init)
     clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
     if task.kind == "reward":
         task.load_rewards(progress, dev)
@@ -81,6 +83,7 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
     trainable = set(parts.shared) | set(parts.private)
     for name, p in loaded.model.named_parameters():
         p.requires_grad_(name in trainable)
+    apply_precision(loaded.model, spec.precision, dev)
     return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev)
 
 

@@ -28,9 +28,25 @@ class ModelSource:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    parameters: ClassVar[int] = 0  # the loaded model's parameter count (checked by a test); 0: unknown
+    licence: ClassVar[str] = "?"  # the weights' licence or terms
+    # the model's architecture config as shipped with the suite (models/configs/NAME.json):
+    # what ``--init random`` builds when the weights are not at hand
+    config_file: ClassVar[str] = ""
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
         raise NotImplementedError
+
+    def offline(self) -> bool:
+        """Whether ``load`` works without a network (its files are installed or cached)."""
+        return True
+
+
+def describe_size(parameters: int) -> str:
+    """``134.5M``, ``540k``: a parameter count for a listing (``?`` when unknown)."""
+    if parameters <= 0:
+        return "?"
+    return f"{parameters / 1e6:.1f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}k"
 
 
 def cache_dir() -> Path:
@@ -41,13 +57,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pflbench"
 
 
-def load_model(name: str, progress: Progress | None = None) -> LoadedModel:
+INITS = ("pretrained", "random")  # --init
+CONFIGS = Path(__file__).parent / "configs"  # architecture configs shipped with the suite
+
+
+def load_model(name: str, progress: Progress | None = None, init: str = "pretrained") -> LoadedModel:
+    """The model ``name`` with its weights; ``init="random"``: its architecture only (see
+    ``random_model``)."""
     from transformers.utils import logging as hf_logging
 
     from pflbench import registry
 
     hf_logging.disable_progress_bar()  # the CLI draws its own progress
-    if name in registry.models.names():
+    if init == "random":
+        loaded = random_model(name, progress)
+    elif name in registry.models.names():
         loaded = registry.models.get(name)().load(progress)
     else:
         loaded = _load_pretrained(name)
@@ -56,6 +80,41 @@ def load_model(name: str, progress: Progress | None = None) -> LoadedModel:
         tok.pad_token = tok.eos_token
     loaded.model.config.use_cache = False
     return loaded
+
+
+def random_model(name: str, progress: Progress | None = None) -> LoadedModel:
+    """A registered model's architecture (its config as shipped in ``models/configs``), or a
+    ``config.json`` file or a shipped config's name (``qwen2.5-0.5b``), with random weights
+    from the seeded torch generator: for timing a model's size where its weights are not at
+    hand (a lent GPU machine). Text is read with the tiny model's 1,024-token tokenizer, whose
+    ids the model's larger vocabulary covers, so the compute per token is the real model's.
+    Its scores mean nothing: tables leave such runs out."""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pflbench import registry
+    from pflbench.models.tiny import tokenizer as tiny_tokenizer
+
+    if name in registry.models.names() and registry.models.get(name).config_file:
+        path = CONFIGS / registry.models.get(name).config_file
+    elif (CONFIGS / f"{name}.json").exists():
+        path = CONFIGS / f"{name}.json"
+    elif Path(name).is_file():
+        path = Path(name)
+    else:
+        shipped = sorted(p.stem for p in CONFIGS.glob("*.json"))
+        raise UserError(f"--init random needs an architecture: a registered model with a shipped config, "
+                        f"one of {', '.join(shipped)}, or a config.json file; got {name!r}")
+    data = json.loads(path.read_text())
+    config = AutoConfig.for_model(data.pop("model_type"), **{k: v for k, v in data.items() if k != "architectures"})
+    tok = tiny_tokenizer(progress)
+    if config.vocab_size < len(tok):
+        raise UserError(f"{path}: vocab_size {config.vocab_size} is below the tiny tokenizer's {len(tok)}")
+    config.pad_token_id, config.eos_token_id, config.bos_token_id = tok.pad_token_id, tok.eos_token_id, None
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return LoadedModel(name=name, model=model, tokenizer=tok, source=f"random init from {path}")
 
 
 def _load_pretrained(name: str) -> LoadedModel:

@@ -9,8 +9,29 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-# Llama-style names; GPT-2 style models use c_attn (fused q/k/v).
+# Llama-style names (Llama, SmolLM2, Gemma, Qwen, Mistral): the query and value projections
 ATTENTION_PROJECTIONS = ("q_proj", "v_proj")
+# the same choice (LoRA's paper: query and value) for architectures that name them otherwise,
+# keyed by ``config.model_type``; any other model is probed for these names in this order
+ARCHITECTURE_TARGETS = {
+    "gpt2": ("c_attn",), "gpt_neox": ("query_key_value",), "falcon": ("query_key_value",),
+    "bloom": ("query_key_value",), "phi3": ("qkv_proj",), "gpt_bigcode": ("c_attn",),
+    "opt": ("q_proj", "v_proj"), "t5": ("q", "v"),
+}
+
+
+def default_targets(model: torch.nn.Module) -> tuple[str, ...]:
+    """The LoRA targets of ``model``'s architecture: its query and value projections."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind in ARCHITECTURE_TARGETS:
+        return ARCHITECTURE_TARGETS[kind]
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    for targets in (ATTENTION_PROJECTIONS, *ARCHITECTURE_TARGETS.values()):
+        if set(targets) <= leaves:
+            return targets
+    from pflbench.errors import UserError
+
+    raise UserError(f"no known attention projections in model type {kind!r}; name the LoRA targets with --opt targets=NAME,NAME")
 
 
 @dataclass(frozen=True)
@@ -19,7 +40,7 @@ class LoraOptions:
 
     rank: int = 8
     alpha: int = 16
-    targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+    targets: tuple[str, ...] = ()  # empty: the architecture's (``default_targets``)
 
     def __post_init__(self):
         if self.rank <= 0 or self.alpha <= 0:
@@ -31,9 +52,10 @@ class LoraOptions:
 
 
 def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 16,
-             targets: tuple[str, ...] = ATTENTION_PROJECTIONS, layers: tuple[int, ...] | None = None) -> list[str]:
-    """Inject a LoRA adapter named ``adapter`` into ``targets`` (of the blocks numbered in
-    ``layers`` only, if given); return its parameter names.
+             targets: tuple[str, ...] = (), layers: tuple[int, ...] | None = None) -> list[str]:
+    """Inject a LoRA adapter named ``adapter`` into ``targets`` (empty: the architecture's
+    query and value projections, ``default_targets``), of the blocks numbered in ``layers``
+    only, if given; return its parameter names.
 
     Several adapters may be injected into the same layers (PFTT's global and local LoRA);
     all of them stay active, their outputs add up.
@@ -41,6 +63,7 @@ def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 1
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.lora import LoraLayer
 
+    targets = tuple(targets) or default_targets(model)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none",
                         layers_to_transform=list(layers) if layers is not None else None)
     with warnings.catch_warnings():

@@ -161,6 +161,8 @@ def _load_cached(version: str, builder, progress: Progress | None, name: str = "
 class TinyModel(ModelSource):
     name = "tiny"
     description = "~0.5M-parameter Llama-style LM, pretrained offline on held-out plays (default)"
+    parameters = 541_536
+    licence = "Apache-2.0 (built by the suite)"
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
         return _load_cached(VERSION, build, progress, self.name)
@@ -169,6 +171,18 @@ class TinyModel(ModelSource):
 class TinyChat(ModelSource):
     name = "tiny-chat"
     description = "tiny after a central SFT on demonstrations disjoint from synth-align's clients (the RL starting policy)"
+    parameters = 541_536
+    licence = "Apache-2.0 (built by the suite)"
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
         return _load_cached(CHAT_VERSION, build_chat, progress, self.name)
+
+
+def tokenizer(progress: Progress | None = None):
+    """The tiny model's tokenizer (building the model first if it is not cached)."""
+    from transformers import PreTrainedTokenizerFast
+
+    path = cache_dir() / VERSION
+    if not (path / "pflbench.json").exists():
+        _load_cached(VERSION, build, progress)
+    return PreTrainedTokenizerFast.from_pretrained(path)

@@ -52,6 +52,7 @@ class Settings(BaseModel):
     eval_every: Optional[Annotated[StrictInt, Field(ge=0)]] = None
     device: Optional[StrictStr] = None
     parallel_clients: Optional[Union[Literal["auto"], Positive]] = None
+    precision: Optional[Literal["fp32", "bf16"]] = None
     opt: dict[StrictStr, Scalar] = {}  # method options
 
 
@@ -102,7 +103,7 @@ def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> lis
 
 
 SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device",
-                "parallel_clients")
+                "parallel_clients", "precision")
 
 
 def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:

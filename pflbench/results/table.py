@@ -22,7 +22,7 @@ from pflbench.results.stats import Estimate, Paired, estimate, paired
 
 # spec fields that make a row, besides the method; the seed is what a row aggregates over
 SETTINGS = ("model", "channel", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
-            "lr", "eval_every", "method_options", "device")
+            "lr", "eval_every", "method_options", "device", "precision")
 REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
 
 
@@ -64,7 +64,8 @@ class Row:
 
 
 def _settings(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: spec.get(k, "cpu" if k == "device" else None) for k in SETTINGS}  # records before 'device' ran on cpu
+    # records from before 'device' ran on cpu, before 'precision' in fp32
+    return {k: spec.get(k, {"device": "cpu", "precision": "fp32"}.get(k)) for k in SETTINGS}
 
 
 def _key(settings: dict[str, Any]) -> str:
@@ -76,7 +77,9 @@ def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
     were found. A spec run twice (same run id) counts once."""
     # one record per (task, method, settings, seed): a re-run under another suite or plugin
     # version (another run id) replaces the earlier one found, rather than counting twice
-    unique = {(r["spec"]["task"], r["spec"]["method"], _key(_settings(r["spec"])), r["spec"]["seed"]): r for r in records}
+    # runs of a randomly initialised model time a model's size; their scores mean nothing
+    unique = {(r["spec"]["task"], r["spec"]["method"], _key(_settings(r["spec"])), r["spec"]["seed"]): r for r in records
+              if r["spec"].get("init", "pretrained") == "pretrained"}
     rows: dict[tuple[str, str, str], Row] = {}
     for r in sorted(unique.values(), key=lambda r: (r["spec"]["seed"], r["run_id"])):
         s = r["spec"]
