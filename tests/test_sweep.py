@@ -49,6 +49,17 @@ def test_a_suite_is_the_product_of_its_lists_with_overrides_applied(tmp_path):
         assert (s.local_steps, s.method_options) == ((3, {"rank": "4"}) if s.method == "local-only" else (2, {}))
 
 
+def test_per_model_overrides_sit_between_the_task_and_the_method(tmp_path):
+    """A model's own learning rate (real models want smaller ones) over the task's, under the
+    method's; a suite overriding a model it does not run is one line."""
+    text = SUITE.replace("  tasks:\n", "  models:\n    tiny: {lr: 0.005}\n  tasks:\n").replace(
+        "methods:\n    local-only:", "methods:\n    fedavg-lora: {lr: 0.0001}\n    local-only:") + "models: [tiny]\n"
+    specs = expand(load_suite(_suite(tmp_path, text)))
+    assert {s.method: s.lr for s in specs} == {"fedavg-lora": 0.0001, "local-only": 0.005}
+    with pytest.raises(UserError, match="overrides model 'smollm2-135m', which is not in its models"):
+        expand(load_suite(_suite(tmp_path, text.replace("tiny: {lr", "smollm2-135m: {lr"))))
+
+
 @pytest.mark.parametrize("text, needle", [
     ("methods: [fedavg-lora]\nrounds: two\n", "rounds: Input should be a valid integer"),
     ("methods: [fedavg-lora]\nrouns: 2\n", "rouns: Extra inputs are not permitted"),

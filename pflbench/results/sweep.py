@@ -59,6 +59,7 @@ class Settings(BaseModel):
 class Overrides(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tasks: dict[StrictStr, Settings] = {}
+    models: dict[StrictStr, Settings] = {}
     methods: dict[StrictStr, Settings] = {}
 
 
@@ -112,6 +113,9 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
     for name in suite.overrides.tasks:
         if name not in suite.tasks:
             raise UserError(f"suite overrides task {name!r}, which is not in its tasks ({', '.join(suite.tasks)})")
+    for name in suite.overrides.models:
+        if name not in suite.models:
+            raise UserError(f"suite overrides model {name!r}, which is not in its models ({', '.join(map(str, suite.models))})")
     methods = method_names(suite, warn)
     for name in suite.overrides.methods:
         if name not in methods:
@@ -121,7 +125,9 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
             suite.tasks, suite.models, suite.channels, suite.codecs, seeds_of(suite.seeds), methods):
         given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
         opts = {k: str(v) for k, v in suite.opt.items()}
-        for layer in (suite.overrides.tasks.get(task), suite.overrides.methods.get(method)):
+        # the most specific wins: task, then model, then method
+        for layer in (suite.overrides.tasks.get(task), suite.overrides.models.get(model or ""),
+                      suite.overrides.methods.get(method)):
             if layer is not None:
                 given.update({k: getattr(layer, k) for k in SETTING_KEYS if getattr(layer, k) is not None})
                 opts.update({k: str(v) for k, v in layer.opt.items()})
