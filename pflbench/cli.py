@@ -338,6 +338,7 @@ def table(
     results_dir: Path = typer.Argument(DEFAULT_RESULTS, help="folder holding run records"),
     fmt: str = typer.Option("github", "--format", help="csv or json (the numbers behind the tables, one row per method and setting), or any tabulate format: github, plain, latex, ..."),
     rewards_plot: Optional[Path] = typer.Option(None, help="reward tasks: draw each client's helpfulness against its harmlessness, coloured by its weight, to this PNG file"),
+    across: bool = typer.Option(False, "--across-models", help="each comparison (a method minus local-only or fedavg-lora, paired over seeds) on each model side by side: which claims survive a change of model"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
     from tabulate import tabulate_formats
@@ -352,7 +353,13 @@ def table(
     records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
-    if fmt == "csv":
+    if across:
+        from pflbench.results.table import across_models
+
+        if fmt in ("csv", "json"):
+            raise UserError("--across-models prints a table: use a tabulate --format (github, plain, latex, ...)")
+        print(across_models(records, fmt))
+    elif fmt == "csv":
         from pflbench.results.table import render_csv
 
         print(render_csv(records), end="")

@@ -175,3 +175,28 @@ def test_bench_options_go_to_the_methods_that_have_them(cli):
     assert code == 2 and "no benchmarked method has an option 'rank'" in err
     code, _, err = cli("bench", "--methods", "fedavg-lora", "--opt", "pftt:rank=4")
     assert code == 2 and "method 'pftt' is not among those benchmarked" in err
+
+
+def test_across_models_sets_each_comparison_side_by_side_and_marks_a_flip(folder, cli):
+    """The same comparison on two models, paired within each: resolved one way on one model
+    and the other way on the other is a flip; the CLI prints it with --across-models."""
+    import copy
+
+    from pflbench.results.table import across_models
+
+    records = []
+    for sign, model in ((1, "model-a"), (-1, "model-b")):
+        for rec in load_records(folder):
+            rec = copy.deepcopy(rec)
+            rec["spec"]["model"] = model
+            if rec["spec"]["method"] == "local-only":  # local-only = fedavg-lora + sign * (10, 11, 12)
+                rec["summary"]["score"] = 50.0 + sign * (10 + rec["spec"]["seed"])
+            else:
+                rec["summary"]["score"] = 50.0
+            records.append(rec)
+    text = across_models(records)
+    line = next(l for l in text.splitlines() if l.startswith("| fedavg-lora - local-only"))
+    assert "-11.00 ± 2.48 (0/3 up) * [below]" in line and "+11.00 ± 2.48 (3/3 up) * [above]" in line
+    assert line.rstrip(" |").endswith("FLIPS")
+    code, out, _ = cli("table", str(folder), "--across-models")
+    assert code == 0 and "fedavg-lora - local-only" in out and "| tiny " in out.splitlines()[2]

@@ -287,3 +287,60 @@ def channel_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         parts.append(f"### {task}: what each channel costs\n\n" + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))
     return "\n\n".join(parts) + ("\n\nΔ ideal: the score minus the same method's on the ideal channel, paired seed by seed "
                                  "(* resolved); lost, late: updates per run; airtime and energy: summed over a run's uploads.")
+
+
+# ---- the same comparison on several models ---------------------------------------------
+# the paper's claims: each method of the paper against each reference
+PAPER_COMPARISONS = (("pftt", "local-only"), ("pftt", "fedavg-lora"), ("pfit", "local-only"), ("pfit", "fedavg-lora"))
+
+
+def _verdict(p: Paired) -> str:
+    if p.diff.n < 2:
+        return "one seed"
+    if not p.diff.resolved:
+        return "unresolved"
+    return "above" if p.diff.mean > 0 else "below"
+
+
+def across_models(records: list[dict[str, Any]], fmt: str = "github",
+                  comparisons: tuple[tuple[str, str], ...] | None = None) -> str:
+    """Per task, each comparison (a method minus a reference, paired seed by seed within one
+    model) on every model that ran both, side by side, and whether its verdict (resolved
+    above, resolved below, unresolved) is the same on every model: which claims survive a
+    change of model and which flip. Default comparisons: the paper's methods against the
+    references, then every other method against them."""
+    out = []
+    for task, rows in group(records).items():
+        models = sorted({r.settings["model"] for r in rows})
+        methods = sorted({r.method for r in rows})
+        pairs = list(comparisons or [c for c in PAPER_COMPARISONS if c[0] in methods])
+        if comparisons is None:
+            for m in methods:
+                for ref in REFERENCE_METHODS:
+                    if m not in ("pftt", "pfit") and m != ref and ref in methods and (ref, m) not in pairs:
+                        pairs.append((m, ref))
+        body = []
+        for method, ref in pairs:
+            cells, verdicts = [], []
+            for model in models:
+                row = next((r for r in rows if r.method == method and r.settings["model"] == model), None)
+                p = compare(row, rows, ref) if row is not None else None
+                cells.append(f"{fmt_paired(p)} [{_verdict(p)}]" if p is not None and p.diff.n else "")
+                if p is not None and p.diff.n >= 2:
+                    verdicts.append(_verdict(p))
+            if len(verdicts) < 2:
+                agree = "-"
+            elif len(set(verdicts)) == 1:
+                agree = "same" if verdicts[0] != "unresolved" else "unresolved on all"
+            elif {"above", "below"} <= set(verdicts):
+                agree = "FLIPS"
+            else:
+                agree = "differs"
+            body.append([f"{method} - {ref}", *cells, agree])
+        table = tabulate(body, headers=["comparison", *models, "across models"], tablefmt=fmt, disable_numparse=True)
+        out.append(f"### {task}: each comparison on each model\n\n{table}")
+    return "\n\n".join(out) + ("\n\nCells: the paired difference in score points, mean ± half-width of the 95% t "
+                               "interval over the seeds both methods ran on that model, (k/n up), * resolved; "
+                               "[above/below]: resolved, [unresolved]: the interval holds 0. across models: "
+                               "same (one resolved verdict on every model), FLIPS (resolved in opposite "
+                               "directions), differs (resolved on one, not on another).")

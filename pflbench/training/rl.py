@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-from trl.trainer.utils import selective_log_softmax
 
 from pflbench.data.task import left_padded
 
@@ -58,6 +57,10 @@ def _token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     row's first real token (left padding), as generation counts them."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
+    # imported here: trl.trainer.utils pulls datasets, pandas, pyarrow and accelerate (85 MB
+    # of a process), which a supervised run (it imports this module for ``adamw``) never needs
+    from trl.trainer.utils import selective_log_softmax
+
     return selective_log_softmax(logits, ids[:, 1:])
 
 
