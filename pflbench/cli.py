@@ -339,6 +339,7 @@ def table(
     fmt: str = typer.Option("github", "--format", help="csv or json (the numbers behind the tables, one row per method and setting), or any tabulate format: github, plain, latex, ..."),
     rewards_plot: Optional[Path] = typer.Option(None, help="reward tasks: draw each client's helpfulness against its harmlessness, coloured by its weight, to this PNG file"),
     across: bool = typer.Option(False, "--across-models", help="each comparison (a method minus local-only or fedavg-lora, paired over seeds) on each model side by side: which claims survive a change of model"),
+    across_precision: bool = typer.Option(False, "--across-precisions", help="the same, fp32 beside bf16"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
     from tabulate import tabulate_formats
@@ -353,12 +354,12 @@ def table(
     records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
-    if across:
+    if across or across_precision:
         from pflbench.results.table import across_models
 
         if fmt in ("csv", "json"):
-            raise UserError("--across-models prints a table: use a tabulate --format (github, plain, latex, ...)")
-        print(across_models(records, fmt))
+            raise UserError("--across-models and --across-precisions print a table: use a tabulate --format (github, plain, latex, ...)")
+        print(across_models(records, fmt, by="model" if across else "precision"))
     elif fmt == "csv":
         from pflbench.results.table import render_csv
 

@@ -229,4 +229,6 @@ def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
 
 def describe(spec: RunSpec) -> str:
     opts = ",".join(f"{k}={v}" for k, v in spec.method_options.items())
-    return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {spec.channel} {spec.codec} {spec.model} seed {spec.seed}"
+    extra = "".join(f" {v}" for v in (spec.precision if spec.precision != "fp32" else "",
+                                       "random init" if spec.init == "random" else "") if v)
+    return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {spec.channel} {spec.codec} {spec.model}{extra} seed {spec.seed}"

@@ -303,15 +303,16 @@ def _verdict(p: Paired) -> str:
 
 
 def across_models(records: list[dict[str, Any]], fmt: str = "github",
-                  comparisons: tuple[tuple[str, str], ...] | None = None) -> str:
+                  comparisons: tuple[tuple[str, str], ...] | None = None, by: str = "model") -> str:
     """Per task, each comparison (a method minus a reference, paired seed by seed within one
     model) on every model that ran both, side by side, and whether its verdict (resolved
     above, resolved below, unresolved) is the same on every model: which claims survive a
     change of model and which flip. Default comparisons: the paper's methods against the
-    references, then every other method against them."""
+    references, then every other method against them. ``by``: another setting to set side by
+    side instead of the model (``precision``)."""
     out = []
     for task, rows in group(records).items():
-        models = sorted({r.settings["model"] for r in rows})
+        models = sorted({str(r.settings[by]) for r in rows})
         methods = sorted({r.method for r in rows})
         pairs = list(comparisons or [c for c in PAPER_COMPARISONS if c[0] in methods])
         if comparisons is None:
@@ -323,7 +324,7 @@ def across_models(records: list[dict[str, Any]], fmt: str = "github",
         for method, ref in pairs:
             cells, verdicts = [], []
             for model in models:
-                row = next((r for r in rows if r.method == method and r.settings["model"] == model), None)
+                row = next((r for r in rows if r.method == method and str(r.settings[by]) == model), None)
                 p = compare(row, rows, ref) if row is not None else None
                 cells.append(f"{fmt_paired(p)} [{_verdict(p)}]" if p is not None and p.diff.n else "")
                 if p is not None and p.diff.n >= 2:
@@ -337,10 +338,10 @@ def across_models(records: list[dict[str, Any]], fmt: str = "github",
             else:
                 agree = "differs"
             body.append([f"{method} - {ref}", *cells, agree])
-        table = tabulate(body, headers=["comparison", *models, "across models"], tablefmt=fmt, disable_numparse=True)
-        out.append(f"### {task}: each comparison on each model\n\n{table}")
+        table = tabulate(body, headers=["comparison", *models, f"across {by}s"], tablefmt=fmt, disable_numparse=True)
+        out.append(f"### {task}: each comparison on each {by}\n\n{table}")
     return "\n\n".join(out) + ("\n\nCells: the paired difference in score points, mean ± half-width of the 95% t "
-                               "interval over the seeds both methods ran on that model, (k/n up), * resolved; "
-                               "[above/below]: resolved, [unresolved]: the interval holds 0. across models: "
+                               "interval over the seeds both methods ran on that column's setting, (k/n up), * resolved; "
+                               "[above/below]: resolved, [unresolved]: the interval holds 0. across: "
                                "same (one resolved verdict on every model), FLIPS (resolved in opposite "
                                "directions), differs (resolved on one, not on another).")
