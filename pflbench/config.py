@@ -21,6 +21,7 @@ from pflbench.errors import UserError
 
 
 PRECISIONS = ("fp32", "bf16")  # --precision (pflbench.models.precision)
+INITS = ("pretrained", "random")  # --init (pflbench.models.random_model)
 MAX_BATCH = 4096  # examples per local step; far above any fine-tuning batch, far below an allocation failure
 
 
@@ -76,7 +77,7 @@ class RunSpec:
         if self.seed < 0:
             raise UserError(f"--seed must be non-negative, got {self.seed}")
         object.__setattr__(self, "parallel_clients", parse_parallel(self.parallel_clients))
-        if self.init not in ("pretrained", "random"):
+        if self.init not in INITS:
             raise UserError(f"--init must be pretrained or random, got {self.init!r}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -42,6 +42,26 @@ class ModelSource:
         return True
 
 
+def build_into(target: Path, build: Callable[[Path], None]) -> None:
+    """Run ``build(folder)`` in a fresh temporary folder beside ``target`` and rename it into
+    place when it returns: an interrupted or failed build leaves nothing half written, and
+    when another process finished ``target`` first, its copy is kept."""
+    import shutil
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def describe_size(parameters: int) -> str:
     """``134.5M``, ``540k``: a parameter count for a listing (``?`` when unknown)."""
     if parameters <= 0:
@@ -57,7 +77,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pflbench"
 
 
-INITS = ("pretrained", "random")  # --init
 CONFIGS = Path(__file__).parent / "configs"  # architecture configs shipped with the suite
 
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from pflbench.errors import UserError
-from pflbench.models import LoadedModel, ModelSource, Progress, cache_dir
+from pflbench.models import LoadedModel, ModelSource, Progress, build_into, cache_dir
 
 
 def package_dir(module: str, missing: str) -> Path:
@@ -75,17 +73,7 @@ class GGUFModel(ModelSource):
             label = f"converting {self.name} GGUF to safetensors (first run only)"
             if progress:
                 progress(label, 0, 1)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}-", dir=path.parent))
-            try:
-                _convert(self.gguf_file(tmp), tmp)
-                if path.exists():  # another process finished first
-                    shutil.rmtree(tmp)
-                else:
-                    tmp.rename(path)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            build_into(path, lambda tmp: _convert(self.gguf_file(tmp), tmp))
             if progress:
                 progress(label, 1, 1)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

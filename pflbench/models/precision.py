@@ -16,10 +16,8 @@ from pathlib import Path
 
 import torch
 
-from pflbench.config import PRECISIONS
 from pflbench.errors import UserError
 
-__all__ = ["PRECISIONS", "apply_precision", "bf16_supported", "check_precision"]
 # CPU flags (/proc/cpuinfo) of bf16 matrix instructions: x86 AVX-512 BF16 or AMX; Arm BF16
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 

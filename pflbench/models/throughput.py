@@ -43,14 +43,13 @@ def matmul_throughput(dtype: torch.dtype = torch.float32, size: int = 2048, repe
     process's torch threads, best of ``repeats`` after a warm-up: the machine's practical limit."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     best = float("inf")
     for i in range(repeats + 1):
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         a @ b
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         if i:  # the first is the warm-up
             best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best

@@ -10,13 +10,11 @@ same model.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 
 import torch
 
 from pflbench.errors import UserError
-from pflbench.models import LoadedModel, ModelSource, Progress, cache_dir
+from pflbench.models import LoadedModel, ModelSource, Progress, build_into, cache_dir
 
 VERSION = "tiny-v1"
 VOCAB = 1024
@@ -132,23 +130,11 @@ def build_chat(target, progress: Progress | None = None) -> None:
 
 def _load_cached(version: str, builder, progress: Progress | None, name: str = "tiny") -> LoadedModel:
     """The model cached under ``cache_dir()/version``, built there by ``builder`` first if needed."""
-    from pathlib import Path
-
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     path = cache_dir() / version
     if not (path / "pflbench.json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{version}-", dir=path.parent)
-        try:
-            builder(Path(tmp), progress)
-            if path.exists():  # another process finished first
-                shutil.rmtree(tmp)
-            else:
-                Path(tmp).rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        build_into(path, lambda tmp: builder(tmp, progress))
     try:
         model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path)

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from pflbench.config import RunSpec, resolve_spec
+from pflbench.config import PRECISIONS, RunSpec, resolve_spec
 from pflbench.errors import UserError, shown
 
 Positive = Annotated[StrictInt, Field(gt=0)]
@@ -52,7 +52,7 @@ class Settings(BaseModel):
     eval_every: Optional[Annotated[StrictInt, Field(ge=0)]] = None
     device: Optional[StrictStr] = None
     parallel_clients: Optional[Union[Literal["auto"], Positive]] = None
-    precision: Optional[Literal["fp32", "bf16"]] = None
+    precision: Optional[Literal[PRECISIONS]] = None
     opt: dict[StrictStr, Scalar] = {}  # method options
 
 
@@ -229,6 +229,5 @@ def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
 
 def describe(spec: RunSpec) -> str:
     opts = ",".join(f"{k}={v}" for k, v in spec.method_options.items())
-    extra = "".join(f" {v}" for v in (spec.precision if spec.precision != "fp32" else "",
-                                       "random init" if spec.init == "random" else "") if v)
+    extra = (f" {spec.precision}" if spec.precision != "fp32" else "") + (" random init" if spec.init == "random" else "")
     return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {spec.channel} {spec.codec} {spec.model}{extra} seed {spec.seed}"

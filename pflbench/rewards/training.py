@@ -6,7 +6,6 @@ import contextlib
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ def train_reward_model(reward, progress=None) -> None:
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig, RewardTrainer
 
+    from pflbench.models import build_into
     from pflbench.rewards import _ClassifierReward
 
     hf_logging.set_verbosity_error()
@@ -69,10 +69,7 @@ def train_reward_model(reward, progress=None) -> None:
             if progress:
                 progress(label, state.global_step, reward.steps)
 
-    target = reward.path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    def build(tmp: Path) -> None:
         args = RewardConfig(
             output_dir=str(tmp / "trainer"), max_steps=reward.steps, per_device_train_batch_size=16,
             learning_rate=reward.lr, save_strategy="no", report_to=[], logging_strategy="no", max_length=256,
@@ -90,13 +87,8 @@ def train_reward_model(reward, progress=None) -> None:
         meta = {"held_out_pairs": len(test), "train_pairs": len(train), "steps": reward.steps,
                 **held_out_stats(scorer, test)}
         (tmp / "pflbench.json").write_text(json.dumps(meta, indent=2))
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    build_into(reward.path, build)
 
 
 def load_classifier(path: Path) -> tuple[Any, Any, dict[str, Any]]:
