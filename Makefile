@@ -37,7 +37,7 @@ browser:
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 	$(BIN)/pflbench budget check --budget leaderboard/budget.json
 
 # The quick suite's report in leaderboard/quick/ (tables, CSV, JSON, figures, report.html).

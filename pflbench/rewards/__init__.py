@@ -102,7 +102,9 @@ class TrainedReward(_ClassifierReward):
     def path(self) -> Path:
         from pflbench.models import cache_dir
 
-        return cache_dir() / "rewards" / f"{self.name}-v{self.version}-{self.backbone}-seed{self.seed}"
+        from pflbench.rewards.training import RECIPE
+
+        return cache_dir() / "rewards" / f"{self.name}-v{self.version}-r{RECIPE}-{self.backbone}-seed{self.seed}"
 
     def load(self, progress=None) -> "TrainedReward":
         from pflbench.rewards.training import load_classifier, train_reward_model

@@ -74,6 +74,7 @@ class HelpfulSynth(TrainedReward):
     """helpfulness: the true fact beats a false one, a vague answer or a refusal; complying beats refusing (synthetic pairs)"""
 
     steps = 1000
+    lr = 3e-3  # in fp32 the default 1e-3 left false facts at 65% held out (86% overall); 3e-3: 99%
     version = 3
 
     def pairs(self):

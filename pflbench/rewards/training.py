@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+# part of every trained reward model's cache key (``r2`` in the folder name): raise it when the
+# training recipe below changes, so no cache trained the old way is read as the new one.
+# 2: fp32 without gradient checkpointing on every machine (1 had trl's bf16 autocast default).
+RECIPE = 2
 HELD_OUT = 0.2  # share of the pairs kept out of training to measure preference accuracy
 
 
@@ -74,6 +78,10 @@ def train_reward_model(reward, progress=None) -> None:
             output_dir=str(tmp / "trainer"), max_steps=reward.steps, per_device_train_batch_size=16,
             learning_rate=reward.lr, save_strategy="no", report_to=[], logging_strategy="no", max_length=256,
             seed=reward.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+            # fp32 and no recomputation, whatever the machine: trl defaults to bf16 autocast, which
+            # a CPU without bf16 instructions emulates ~100x slower, and which made the model (and
+            # its points scale) depend on the CPU it was trained on; checkpointing only saves memory
+            bf16=False, fp16=False, activation_checkpointing=False,
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
                                 callbacks=[Report()])
@@ -82,8 +90,8 @@ def train_reward_model(reward, progress=None) -> None:
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        scorer = _ClassifierReward()
-        scorer.model, scorer.tokenizer = model, tokenizer
+        scorer = _ClassifierReward()  # measured as every later use reads it: from the saved files
+        scorer.model, scorer.tokenizer = _load(tmp)
         meta = {"held_out_pairs": len(test), "train_pairs": len(train), "steps": reward.steps,
                 **held_out_stats(scorer, test)}
         (tmp / "pflbench.json").write_text(json.dumps(meta, indent=2))
@@ -91,10 +99,13 @@ def train_reward_model(reward, progress=None) -> None:
     build_into(reward.path, build)
 
 
-def load_classifier(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+def _load(path: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    return AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+
+
+def load_classifier(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    model, tokenizer = _load(path)
     return model, tokenizer, json.loads((path / "pflbench.json").read_text())
