@@ -623,11 +623,13 @@ def list_(
         payload_bytes = _payload_size(payload_bytes, method, model, codec)
         _err(f"payload: {payload_bytes} bytes per client, {clients} clients a round")
     rows = []
-    for name in getattr(registry, what.value).names():
+    reg = getattr(registry, what.value)
+    for name, entry in reg.entries().items():
         try:
-            rows.append(_describe(what, name, payload_bytes, clients))
-        except UserError as exc:  # a broken or conflicting plugin is listed as such; the rest still work
-            rows.append({"name": name, "description": f"BROKEN: {exc}"})
+            row = _describe(what, name, payload_bytes, clients)
+        except UserError as exc:  # a broken plugin is listed as such; the rest still work
+            row = {"name": name, "description": f"BROKEN: {exc}"}
+        rows.append({"name": name, "package": entry.package, **row})  # where each entry comes from
     if as_json:
         print(json.dumps(rows, sort_keys=True))
     else:

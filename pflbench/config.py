@@ -54,6 +54,10 @@ class RunSpec:
     # timing a model's size without its weights; left out of the tables and, at "pretrained",
     # of the spec's JSON)
     init: str = "pretrained"
+    # where a task given as a card file was read from (``task`` is then the card's identity,
+    # ``NAME@HASH``, ``data.cards.card_identity``): how to find it, not what it is, so it is
+    # carried to workers and written in the record but is no part of the run id
+    card: str = ""
     # what else changes a result, filled by ``resolve_spec``: the suite's version, the method's
     # package, version and code, the data actually read (see README, "Results schema")
     provenance: dict[str, str] = field(default_factory=dict)
@@ -93,10 +97,15 @@ class RunSpec:
             del out["precision"]
         if out["init"] == "pretrained":
             del out["init"]
+        if not out["card"]:
+            del out["card"]
         return out
 
     def canonical_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """The spec's identity: every field but ``card`` (a path says where, not what)."""
+        out = self.to_dict()
+        out.pop("card", None)
+        return json.dumps(out, sort_keys=True, separators=(",", ":"))
 
     @property
     def run_id(self) -> str:
@@ -144,6 +153,8 @@ def resolve_spec(**given: Any) -> RunSpec:
     flags = {k: v for k, v in given.items() if v is not None}
     task = resolve_task(flags.get("task", RunSpec.task))
     values = {**task.defaults, **flags}
+    if task.identity:  # a card given by path: its identity, whatever path was typed
+        values["task"], values["card"] = task.identity, task.origin
     method = registry.methods.get(values.get("method", RunSpec.method))
     if values.get("lr") is None:
         values["lr"] = method.default_lr

@@ -31,30 +31,60 @@ BUILTIN = "pflbench"
 class Registry(Generic[T]):
     """Names -> lazily loaded objects, from an entry-point group plus any extra sources."""
 
-    def __init__(self, kind: str, group: str, extra: Callable[[], dict[str, Entry[T]]] | None = None):
+    def __init__(self, kind: str, group: str, extra: Callable[[], dict[str, Entry[T]]] | None = None,
+                 check: Callable[[Any, str, str], None] | None = None):
         self.kind = kind  # "method", "task", ... used in messages
         self.group = group
         self._extra = extra
+        self._check = check  # check(obj, name, package) on load: a UserError for an entry that cannot work
         self._entries: dict[str, Entry[T]] | None = None
         self._loaded: dict[str, T] = {}
         self.conflicts: dict[str, list[str]] = {}  # name -> every package registering it, when several do
 
     def entries(self) -> dict[str, Entry[T]]:
+        """Every entry by name. A name registered by several packages is decided one way
+        everywhere (list, run, bench, sweep): a built-in keeps its bare name; every plugin that
+        registers it is reachable as ``PACKAGE:NAME``; a name two plugins share (no built-in)
+        has only the qualified forms. One warning line per such name, on first use."""
         if self._entries is None:
-            found: dict[str, Entry[T]] = {}
-            if self._extra is not None:
-                found.update(self._extra())
+            by_name: dict[str, list[Entry[T]]] = {}
+            for entry in (self._extra() if self._extra is not None else {}).values():
+                by_name.setdefault(entry.name, []).append(entry)
             for ep in entry_points(group=self.group):
                 package = ep.dist.name if ep.dist is not None else "?"
-                entry = Entry(ep.name, ep.load, ep.value, package)
-                if ep.name in found and found[ep.name].package != package:
-                    # never resolved silently: the built-in one stays, and using the name is an error
-                    self.conflicts.setdefault(ep.name, [found[ep.name].package]).append(package)
-                    if found[ep.name].package == BUILTIN:
-                        continue
-                found[ep.name] = entry
+                same = by_name.setdefault(ep.name, [])
+                if all(e.package != package for e in same):  # one package's duplicate counts once
+                    same.append(Entry(ep.name, ep.load, ep.value, package))
+            found: dict[str, Entry[T]] = {}
+            for name, entries in by_name.items():
+                if len(entries) == 1:
+                    found[name] = entries[0]
+                    continue
+                entries.sort(key=lambda e: (e.package != BUILTIN, e.package))
+                self.conflicts[name] = [e.package for e in entries]
+                builtin = entries[0] if entries[0].package == BUILTIN else None
+                if builtin:
+                    found[name] = builtin
+                for e in entries:
+                    if e is not builtin:
+                        found[f"{e.package}:{name}"] = Entry(f"{e.package}:{name}", e.load, e.origin, e.package)
+                self._warn(self._clash_line(name))
             self._entries = dict(sorted(found.items()))
         return self._entries
+
+    def _clash_line(self, name: str) -> str:
+        packages = self.conflicts[name]
+        plugins = ", ".join(f"{p}:{name}" for p in packages if p != BUILTIN)
+        if packages[0] == BUILTIN:
+            return f"warning: {self.kind} {name!r} is built in and also registered by {', '.join(packages[1:])}: " \
+                   f"'{name}' is the built-in, the plugin's is {plugins}"
+        return f"warning: {self.kind} {name!r} is registered by {', '.join(packages)}: choose {plugins}"
+
+    @staticmethod
+    def _warn(line: str) -> None:
+        import sys
+
+        print(line, file=sys.stderr)
 
     def names(self) -> list[str]:
         return list(self.entries())
@@ -80,17 +110,20 @@ class Registry(Generic[T]):
         if name not in self._loaded:
             entries = self.entries()
             if name not in entries:
+                if name in self.conflicts:  # two plugins, no built-in: the qualified names only
+                    raise UserError(f"{self.kind} {name!r} is registered by several packages; choose one of: "
+                                    f"{', '.join(f'{p}:{name}' for p in self.conflicts[name])}")
                 raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(entries) or '(none registered)'}")
-            if name in self.conflicts:
-                raise UserError(f"{self.kind} {name!r} is registered by several packages ({', '.join(self.conflicts[name])}); "
-                                f"a plugin cannot take another's name: uninstall one or rename its entry point")
             entry = entries[name]
             try:
-                self._loaded[name] = entry.load()
+                obj = entry.load()
             except Exception as exc:  # a broken plugin must not take the rest down
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise UserError(f"{self.kind} {name!r} (package {entry.package}, entry point {entry.origin}) failed to load: "
                                 f"{type(exc).__name__}{': ' + first if first else ''}") from None
+            if self._check is not None:
+                self._check(obj, name, entry.package)
+            self._loaded[name] = obj
         return self._loaded[name]
 
     def refresh(self) -> None:
@@ -118,7 +151,13 @@ def _builtin_channel_cards() -> dict[str, Entry]:
     return builtin_channel_entries()
 
 
-methods: Registry = Registry("method", "pflbench.methods")
+def _check_method(obj: Any, name: str, package: str) -> None:
+    from pflbench.methods.base import check_interface
+
+    check_interface(obj, name, package)
+
+
+methods: Registry = Registry("method", "pflbench.methods", check=_check_method)
 tasks: Registry = Registry("task", "pflbench.tasks", extra=_builtin_task_cards)
 channels: Registry = Registry("channel", "pflbench.channels", extra=_builtin_channel_cards)
 models: Registry = Registry("model", "pflbench.models")

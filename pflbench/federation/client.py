@@ -13,14 +13,45 @@ which order.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
+from pflbench import registry
+from pflbench.errors import UserError
 from pflbench.federation.codec import Schema
 from pflbench.methods.base import LocalContext
+
+
+class PluginFailed(UserError):
+    """A plugin method's hook raised: one line for the terminal, ``trace`` for the run's log."""
+
+    trace: str = ""
+
+
+@contextlib.contextmanager
+def plugin_hook(exp, hook: str, round_: int, client: int | None = None) -> Iterator[None]:
+    """Around a call of the method's ``hook``: an exception from a plugin's code becomes one
+    line naming the plugin, the hook, the round and the client (its traceback kept for the
+    run's log file, ``engine.run``). A built-in's exception is the suite's bug: raised as is."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        entry = registry.methods.entries().get(exp.spec.method)
+        if entry is None or entry.package == registry.BUILTIN:
+            raise
+        who = f"client {exp.clients[client].name} (id {client})" if client is not None else "the server"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err = PluginFailed(f"method {exp.spec.method!r} (package {entry.package}) raised {type(exc).__name__}"
+                           f"{': ' + first if first else ''} in {hook}, round {round_}, {who}")
+        err.trace = traceback.format_exc()
+        raise err from None
 
 
 @dataclass
@@ -79,7 +110,8 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
         global_shared=job.global_shared, state=dict(job.state), server=dict(job.server),
         num_clients=spec.clients, participation=job.participation, delivered=job.delivered, all_clients=exp.clients,
     )
-    result = method.local_update(ctx)
+    with plugin_hook(exp, "local_update", job.round, job.client):
+        result = method.local_update(ctx)
     diverged = divergence(result.train_loss if ctx.compute_s > 0 else 0.0,
                           {n: params[n] for n in exp.parts.shared + exp.parts.private})
     memory = dict(job.codec_memory)

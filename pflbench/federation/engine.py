@@ -27,7 +27,7 @@ from pflbench.evaluation.metrics import majority_label_scores
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend
 from pflbench.federation.batched import evaluate_batched, evaluates_batched
-from pflbench.federation.client import ClientJob, evaluate_client, evaluate_shared_alone, payload_schema
+from pflbench.federation.client import ClientJob, PluginFailed, evaluate_client, evaluate_shared_alone, payload_schema, plugin_hook
 from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, Parts, RoundInfo, Update
@@ -64,7 +64,11 @@ class Experiment:
 def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec]:
     """The cheap part of resolving a spec: names and options, checked before anything heavy."""
     method = registry.methods.get(spec.method)(spec.method_options)
-    return method, resolve_task(spec.task), resolve_channel(spec.channel), make_codec(spec.codec)
+    task = resolve_task(spec.card or spec.task)
+    if spec.card and task.identity != spec.task:
+        raise UserError(f"task card {spec.card} changed after this run was planned ({spec.task}, now {task.identity}); "
+                        f"plan it again")
+    return method, task, resolve_channel(spec.channel), make_codec(spec.codec)
 
 
 def resolve(spec: RunSpec, progress: Progress | None = None,
@@ -137,11 +141,27 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *,
         exp = resolve(spec, progress, components)
         runner_backend = make_backend(backend, exp, workers, ray_address)
         return Runner(exp, writer, on_round, runner_backend).run(t_start)
+    except PluginFailed as exc:  # the traceback to a log file, the terminal gets one line
+        log = _log_path(results_dir, spec.run_id)
+        try:
+            log.write_text(exc.trace, encoding="utf-8")
+            where = f"; traceback in {log}"
+        except OSError:
+            where = ""
+        raise UserError(f"{exc}{where}") from None
     finally:
         if runner_backend is not None:
             runner_backend.close()
         if writer is not None:
             writer.close(keep=False)  # removes the folder of an attempt that finished no round
+
+
+def _log_path(results_dir: Path | str | None, run_id: str) -> Path:
+    """Where a failed run's traceback goes: ``RESULTS_DIR/RUN_ID.log`` (beside the run's
+    folder, which a run that finished no round does not keep), else the temporary folder."""
+    import tempfile
+
+    return Path(results_dir) / f"{run_id}.log" if results_dir is not None else Path(tempfile.gettempdir()) / f"pflbench-{run_id}.log"
 
 
 class Diverged(UserError):
@@ -217,7 +237,9 @@ class Runner:
         info = RoundInfo(round=r, num_clients=spec.clients, sampled=sampled,
                          delivered=[o.client for o in outcomes if o.status == DELIVERED],
                          lost=[o.client for o in outcomes if o.status != DELIVERED], participation=dict(self.participation))
-        self.global_shared = {n: t.detach().clone() for n, t in method.aggregate(self.global_shared, updates, info).items()}
+        with plugin_hook(exp, "aggregate", r):
+            aggregated = method.aggregate(self.global_shared, updates, info)
+        self.global_shared = {n: t.detach().clone() for n, t in aggregated.items()}
 
         rec: dict[str, Any] = {
             "round": r,

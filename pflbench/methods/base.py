@@ -271,6 +271,39 @@ class Method:
         return use_adapters(model, self.shared_adapters)
 
 
+# The interface's version, raised when a hook's signature or meaning changes (README, "Changes
+# to the interface"): 1 prepare, local_update, aggregate(shared, updates); 2 aggregate gets the
+# round's ``info``, ``deployed`` and ``shared_alone`` hooks, state and messages in ``ctx``;
+# 3 ``batchable``.
+INTERFACE = 3
+HOOKS = ("prepare", "local_update", "batchable", "aggregate", "deployed", "shared_alone")
+
+
+def check_interface(cls: Any, name: str, package: str) -> None:
+    """A registered method, checked when it loads, before any model: a subclass of ``Method``
+    whose overridden hooks take the arguments the engine passes. One line naming the package,
+    the class, the hook and the signature expected, else."""
+    import inspect
+
+    where = f"method {name!r} (package {package}, class {getattr(cls, '__qualname__', cls)!r})"
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise UserError(f"{where} is not a subclass of pflbench.methods.Method")
+    for hook in HOOKS:
+        mine, base = getattr(cls, hook, None), getattr(Method, hook)
+        if mine is base:
+            continue
+        expected = list(inspect.signature(base).parameters)
+        wanted = len(expected) - 1  # the engine passes these after self, by position
+        try:
+            inspect.signature(mine).bind(*range(wanted + 1))
+        except TypeError:
+            got = ", ".join(inspect.signature(mine).parameters)
+            raise UserError(f"{where} overrides {hook}({got}), but pflbench's method interface {INTERFACE} calls "
+                            f"{hook}({', '.join(expected)}); update the plugin (README, Changes to the interface)") from None
+        except ValueError:
+            continue  # no signature to read (a builtin): left to the run
+
+
 def fedavg(shared: dict[str, torch.Tensor], updates: list[Update]) -> dict[str, torch.Tensor]:
     """shared + sum_k n_k delta_k / sum_k n_k, per tensor over the updates that carry it (a
     client may upload a subset). With no updates, shared is unchanged."""
