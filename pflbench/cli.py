@@ -462,14 +462,16 @@ def export_flower(
     clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
     local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, device: str = _device,
+    force: bool = typer.Option(False, "--force", help="overwrite files in --out that are not this app's (your own pyproject.toml)"),
 ) -> None:
     """Write a Flower app (ServerApp and ClientApp, flwr >= 1.21) that runs this spec: the same
-    method, codec, channel and seeds, with each client's private state kept on its node."""
+    method, codec, channel and seeds, with each client's private state kept on its node. A
+    file of yours in --out is never overwritten without --force."""
     from pflbench.federation.flower import export
 
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt, device)
-    for path in export(spec, out):
+    for path in export(spec, out, force):
         print(path)
     _err(f"run it: cd {out} && python -m pflbench_app.simulate  (Flower's simulation, one SuperNode per client; "
          f"needs pflbench[flower])")
@@ -536,7 +538,6 @@ def task_show(
     """Print a task's card and its per-client sizes and label skew."""
     from pflbench.data.cards import resolve_task
     from pflbench.data.partition import label_key, partition, skew
-    from pflbench.data.task import _has_fields
 
     _use_data_dir(data_dir)
     task = resolve_task(name)
@@ -554,8 +555,11 @@ def task_show(
         if task.kind == "reward":  # each client's mixture over the card's reward models
             row.update({f"w_{role}": round(w, 3) for role, w in task.client_weights(cname, g, seed).items()})
         rows.append(row)
+    # every template rendered on each client's first record, as a run renders it: a template
+    # that does not fit the records fails here with the run's own line, before any model
+    examples = {cname: task.render(g[0]) for cname, g in groups}
     summary = {"task": task.name, "kind": task.kind, "metric": task.metric, "partition": task.partition,
-               "defaults": task.defaults, "clients": rows,
+               "defaults": task.defaults, "clients": rows, "examples": examples,
                "label_key": key, "label_skew_tv": skew(shares) if key else None}
     if as_json:
         print(json.dumps(summary, default=str))
@@ -568,11 +572,9 @@ def task_show(
         print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="simple"))
         if key:
             print(f"label skew ({key}): mean total-variation distance from the pooled label shares = {summary['label_skew_tv']:.3f}")
-        first = groups[0][1][0]
-        for field in ("text", "prompt", "reference", "rejected"):  # every template, rendered on a record
-            template = getattr(task, field)
-            if template is not None and _has_fields(template, first):
-                print(f"example {field}: {task._fill(template, first)!r}"[:300])
+        print("one rendered example per client (its first record):")
+        for cname, texts in examples.items():
+            print(f"  {cname}: " + "; ".join(f"{k} {v!r}"[:160] for k, v in texts.items()))
     if plot is not None:
         from pflbench.results.plots import task_partition
 

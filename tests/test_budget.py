@@ -77,3 +77,27 @@ def test_budget_mistakes_are_one_line(cli, args, needle, monkeypatch):
     code, out, err = cli("budget", *args)
     assert code == 2 and needle in err and err.count("\n") == 1
     assert not Path("new.json").exists()
+
+
+def test_a_budget_update_that_cannot_finish_leaves_the_old_budget_whole(tmp_path, monkeypatch):
+    """A full disk in the middle of writing: the budget file keeps its old content (it is
+    written beside and renamed over), and the failure is one line."""
+    from pflbench.errors import UserError
+    from pflbench.results import budget
+
+    path = tmp_path / "budget.json"
+    old = {"about": "x", KEY: {"pftt": {"fp32": 26256}}}
+    budget.write(path, old)
+    before = path.read_text()
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real(self, text[:10], *args, **kwargs)  # half written, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(UserError, match="No space left on device; it is unchanged"):
+        budget.write(path, {"about": "x", KEY: {"pftt": {"fp32": 1}}})
+    monkeypatch.setattr(Path, "write_text", real)
+    assert path.read_text() == before and budget.read(path)[KEY] == old[KEY]
+    assert [p.name for p in tmp_path.iterdir()] == ["budget.json"]  # no temporary file left behind

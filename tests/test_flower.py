@@ -46,3 +46,20 @@ def test_exported_flower_app_matches_the_local_backend(cli, tmp_path, without_ti
     assert set(tensors) == set(runner.global_shared)
     assert all(torch.equal(tensors[n], runner.global_shared[n]) for n in tensors)
     assert without_timing(flower) == without_timing(local)  # and so are the scores, evaluated on the nodes
+
+
+def test_export_never_overwrites_a_users_file_without_force(cli, tmp_path):
+    """A folder holding the user's own pyproject.toml: the export stops in one line and the
+    file is untouched; --force overwrites it; exporting the same app again needs no --force."""
+    mine = tmp_path / "pyproject.toml"
+    mine.write_text("[project]\nname = 'my-own-project'\n")
+    args = ["export", "flower", "--out", str(tmp_path), "--method", "pftt", "--clients", "2", "--clients-per-round", "1",
+            "--rounds", "1"]
+    code, out, err = cli(*args)
+    assert code == 2 and "pyproject.toml exists and is not this app's" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1 and mine.read_text() == "[project]\nname = 'my-own-project'\n"
+    assert not (tmp_path / "pflbench_app" / "spec.json").exists()
+    code, out, err = cli(*args, "--force")
+    assert code == 0 and "my-own-project" not in mine.read_text() and (tmp_path / "pflbench_app" / "spec.json").exists()
+    code, out, err = cli(*args)  # the same app again: nothing of the user's is at stake
+    assert code == 0, err

@@ -305,7 +305,7 @@ def test_a_full_disk_at_the_end_is_one_line_and_keeps_the_finished_rounds(cli, t
 
     import pflbench.results.record as record_module
 
-    real = record_module._atomic_write
+    real = record_module.atomic_write
 
     def full(path, text):
         if path.name == "record.json":
@@ -314,12 +314,12 @@ def test_a_full_disk_at_the_end_is_one_line_and_keeps_the_finished_rounds(cli, t
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, text)
 
-    monkeypatch.setattr(record_module, "_atomic_write", full)
+    monkeypatch.setattr(record_module, "atomic_write", full)
     code, _, err = cli("run", "--rounds", "2", *RUN, "--results-dir", str(tmp_path))
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: cannot write the finished record")
     assert "No space left on device" in err
     partial = next(tmp_path.glob("*.partial"))
     assert (partial / CHECKPOINT).exists() and not list(tmp_path.rglob("*.tmp"))
-    monkeypatch.setattr(record_module, "_atomic_write", real)
+    monkeypatch.setattr(record_module, "atomic_write", real)
     code, _, err = cli("run", "--rounds", "2", *RUN, "--results-dir", str(tmp_path))
     assert code == 0 and "resuming" in err and not partial.exists()

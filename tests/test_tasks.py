@@ -224,6 +224,30 @@ def test_task_show_prints_sizes_and_label_skew(cli, tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 5_000
 
 
+@pytest.mark.parametrize("prompt, needle", [("Q: {instrction}", "template field 'instrction' is not in the source's records"),
+                                             ("Q: {instances[1][input]}", "does not fit the records")])
+def test_task_show_renders_every_template_and_catches_what_a_run_would(cli, tmp_path, prompt, needle):
+    """A misspelled field and an out-of-range index fail task show with the run's own line;
+    a card that fits prints one rendered prompt and reference per client."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"name {k}", "instances": [{"input": "x", "output": f"y{k}"}],
+                                        "team": f"t{k % 3}"}) + "\n" for k in range(90)))
+    body = ("name: mine\nkind: instruction\ndescription: d\nsource: {file: d.jsonl}\nprompt: 'PROMPT'\n"
+            "reference: ' {instances[0][output]}'\npartition: {natural: {key: team}}\nmetric: token-f1\n")
+    bad, good = tmp_path / "bad.yaml", tmp_path / "good.yaml"
+    bad.write_text(body.replace("PROMPT", prompt))
+    good.write_text(body.replace("PROMPT", "Q: {instruction} {instances[0][input]}"))
+    code, _, err = cli("task", "show", str(bad), "--clients", "3")
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    code, out, _ = cli("task", "show", str(good), "--clients", "3", "--json")
+    examples = json.loads(out)["examples"]
+    assert code == 0 and sorted(examples) == ["t0", "t1", "t2"]
+    assert all(e["prompt"].startswith("Q: name ") and e["prompt"].endswith(" x") and e["reference"].startswith(" y")
+               for e in examples.values())
+    code, out, _ = cli("task", "show", str(good), "--clients", "3")
+    assert code == 0 and out.count("prompt 'Q: name ") == 3
+
+
 def test_card_defaults_come_after_flags_and_before_the_method_and_the_suite(tmp_path):
     from pflbench.config import RunSpec, resolve_spec
 

@@ -169,23 +169,37 @@ class Task:
         except (IndexError, TypeError, AttributeError, ValueError) as exc:
             raise UserError(f"task {self.name}: template {template!r} does not fit the records: {exc}") from None
 
+    def render(self, row: dict[str, Any]) -> dict[str, str]:
+        """The texts a run makes of ``row``: ``text``; or ``prompt``, ``reference`` (on a reward
+        card only where the record has its fields: it is for diagnostics) and ``rejected``. A
+        template that does not fit the records is one UserError (``task show`` checks this)."""
+        if self.text is not None:
+            return {"text": self._fill(self.text, row)}
+        out = {"prompt": self._fill(self.prompt, row)}
+        if self.kind == "reward":
+            out["reference"] = self._fill(self.reference, row) if self.reference and _has_fields(self.reference, row) else ""
+            return out
+        out["reference"] = self._fill(self.reference, row)
+        if self.rejected is not None:
+            out["rejected"] = self._fill(self.rejected, row)
+        return out
+
     def encode(self, tokenizer, row: dict[str, Any]) -> Example:
         eos = [tokenizer.eos_token_id]
+        texts = self.render(row)
         if self.text is not None:
-            ids = tokenizer(self._fill(self.text, row))["input_ids"] + eos
+            ids = tokenizer(texts["text"])["input_ids"] + eos
             return Example(ids[: self.max_length], meta=row)
-        prompt = tokenizer(self._fill(self.prompt, row))["input_ids"]
+        prompt = tokenizer(texts["prompt"])["input_ids"]
         if self.kind == "reward":  # a prompt to answer; the reference, if any, only for diagnostics
-            ref_text = self._fill(self.reference, row) if self.reference and _has_fields(self.reference, row) else ""
-            return Example(prompt[-self.max_length :], len(prompt[-self.max_length :]), ref_text, meta=row)
-        ref_text = self._fill(self.reference, row)
-        answer = tokenizer(ref_text, add_special_tokens=False)["input_ids"] + eos
+            return Example(prompt[-self.max_length :], len(prompt[-self.max_length :]), texts["reference"], meta=row)
+        answer = tokenizer(texts["reference"], add_special_tokens=False)["input_ids"] + eos
         ids, plen = _fit(prompt, answer, self.max_length)
         rejected = None
-        if self.rejected is not None:
-            rej = tokenizer(self._fill(self.rejected, row), add_special_tokens=False)["input_ids"] + eos
+        if "rejected" in texts:
+            rej = tokenizer(texts["rejected"], add_special_tokens=False)["input_ids"] + eos
             rejected, _ = _fit(prompt, rej, self.max_length)
-        return Example(ids, plen, ref_text, row.get("label_index"), rejected, meta=row)
+        return Example(ids, plen, texts["reference"], row.get("label_index"), rejected, meta=row)
 
     # ---- training ---------------------------------------------------------------------
     def num_train(self, client: ClientData) -> int:

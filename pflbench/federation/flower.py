@@ -275,7 +275,7 @@ options.num-supernodes = {clients}
 '''
 
 
-def export(spec, out: Path) -> list[Path]:
+def export(spec, out: Path, force: bool = False) -> list[Path]:
     """Write the Flower app of ``spec`` into ``out``: ``pyproject.toml`` (the app's components
     and a local simulation federation of one SuperNode per client) and the package
     ``pflbench_app`` (``server_app.py``, ``client_app.py``, ``simulate.py``, ``spec.json``).
@@ -301,8 +301,19 @@ def export(spec, out: Path) -> list[Path]:
         pkg / "client_app.py": _CLIENT.format(**names),
         pkg / "simulate.py": _SIMULATE,
     }
+    theirs = [p for p, text in files.items() if p.exists() and (p.is_dir() or p.read_bytes() != text.encode())]
+    if theirs and not force:
+        raise UserError(f"{theirs[0]} exists and is not this app's; export into an empty folder, or pass --force to "
+                        f"overwrite {len(theirs)} file(s)")
+    from pflbench.results.record import atomic_write
+
     for path, text in files.items():
-        path.write_text(text)
+        try:
+            if path.is_dir():
+                raise IsADirectoryError(21, "is a folder")
+            atomic_write(path, text)
+        except OSError as exc:
+            raise UserError(f"cannot write the Flower app to {out}: {path} {exc.strerror or exc}") from None
     return list(files)
 
 

@@ -50,7 +50,12 @@ def write(path: Path, data: dict) -> None:
     head = {k: v for k, v in data.items() if k != KEY}
     lines = ",\n".join(f"    {json.dumps(m)}: {json.dumps(v)}" for m, v in table.items())
     text = json.dumps(head, indent=2)[:-2] + (",\n" if head else "") + f'  "{KEY}": {{\n{lines}\n  }}\n}}\n'
-    Path(path).write_text(text)
+    from pflbench.results.record import atomic_write
+
+    try:
+        atomic_write(Path(path), text)  # the old budget stays whole if this fails (a full disk)
+    except OSError as exc:
+        raise UserError(f"cannot write the budget file {path}: {exc.strerror or exc}; it is unchanged") from None
 
 
 @dataclass(frozen=True)

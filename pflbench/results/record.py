@@ -75,7 +75,7 @@ class RunWriter:
                             f"wait for it to finish, or use another --results-dir") from None
         self.created = created  # a fresh attempt: nothing to resume, and nothing to keep if it fails early
         try:
-            _atomic_write(self.dir / "spec.json", dumps(spec, indent=2, sort_keys=True))
+            atomic_write(self.dir / "spec.json", dumps(spec, indent=2, sort_keys=True))
         except OSError as exc:
             self.close()
             raise UserError(f"cannot write results to {results_dir}: {exc.strerror or exc}; choose another --results-dir") from None
@@ -128,7 +128,7 @@ class RunWriter:
         earlier finished one only now."""
         self._rounds.close()
         try:
-            _atomic_write(self.dir / "record.json", dumps(record, indent=2, sort_keys=True))
+            atomic_write(self.dir / "record.json", dumps(record, indent=2, sort_keys=True))
             (self.dir / CHECKPOINT).unlink(missing_ok=True)
             old = self.final.with_name(self.final.name + ".replaced")
             if self.final.exists():
@@ -152,7 +152,9 @@ class RunWriter:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a
+    full disk or a kill leaves the old file whole, never a cut one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
