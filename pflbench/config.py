@@ -223,5 +223,10 @@ def parse_seeds(text: str) -> list[int]:
             raise UserError(f"--seeds expects non-negative integers and ranges such as 0-4 or 0,2,5; got {text!r}") from None
         if first < 0 or last < first:
             raise UserError(f"--seeds: {part!r} is not a range of non-negative seeds (low-high)")
+        if last - first + 1 + len(seeds) > MAX_SEEDS:  # checked before the range is built
+            raise UserError(f"--seeds {text!r} asks for more than {MAX_SEEDS:,} seeds; a sweep of that many runs is not a benchmark")
         seeds.update(range(first, last + 1))
     return sorted(seeds)
+
+
+MAX_SEEDS = 10_000

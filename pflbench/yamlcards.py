@@ -23,9 +23,13 @@ def read_card(path: Path, what: str) -> tuple[Any, str]:
     try:
         if path.is_dir():
             raise UserError(f"{where} is a directory, not a YAML file")
-        if path.stat().st_size > MAX_CARD_BYTES:
+        if not path.is_file():  # a device such as /dev/zero behind a link: its size reads 0
+            raise UserError(f"{where} is not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CARD_BYTES + 1)  # bounded whatever st_size says
+        if len(raw) > MAX_CARD_BYTES:
             raise UserError(f"{where} is larger than {MAX_CARD_BYTES // 1024} KiB: a card holds settings; put data in a file its source names")
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
         if sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)) > MAX_ALIASES:
             raise UserError(f"{where} uses more than {MAX_ALIASES} YAML aliases; refused")
         return yaml.safe_load(text), where

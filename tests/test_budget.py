@@ -71,6 +71,8 @@ def test_a_fall_is_reported_to_record_not_failed(cli, tmp_path):
     (("check", "--budget", "leaderboard/budget.json", "--methods", "nope"), "method 'nope' is not installed"),
     (("check", "--budget", "leaderboard/budget.json", "--codecs", "zip"), "unknown codec 'zip'"),
     (("update", "--budget", "new.json"), "name the methods to budget with --methods"),
+    (("check", "--budget", "tests"), "budget file tests is a folder"),
+    (("check", "--budget", "missing-folder/budget.json"), "no budget file missing-folder/budget.json"),
 ])
 def test_budget_mistakes_are_one_line(cli, args, needle, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
@@ -101,3 +103,19 @@ def test_a_budget_update_that_cannot_finish_leaves_the_old_budget_whole(tmp_path
     monkeypatch.setattr(Path, "write_text", real)
     assert path.read_text() == before and budget.read(path)[KEY] == old[KEY]
     assert [p.name for p in tmp_path.iterdir()] == ["budget.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("table, needle", [
+    ({"pftt": {"fp32": True}}, "pftt / fp32 is True; a budget is a non-negative whole number"),
+    ({"pftt": {"fp32": -1}}, "pftt / fp32 is -1"),
+    ({"pftt": {"fp32": 2.5}}, "pftt / fp32 is 2.5"),
+    ({}, "holds no figures"),
+    ({"pftt": {}}, "holds no figures"),
+])
+def test_a_budget_that_cannot_guard_anything_is_refused(cli, tmp_path, table, needle):
+    """Figures of true or -1 and an empty table were accepted, and a check against an empty
+    table passed without checking anything."""
+    path = tmp_path / "budget.json"
+    path.write_text(json.dumps({KEY: table}))
+    code, out, err = cli("budget", "check", "--budget", str(path))
+    assert code == 2 and needle in err and err.count("\n") == 1, err

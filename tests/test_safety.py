@@ -164,6 +164,25 @@ def test_table_skips_bad_records_with_a_warning_and_refuses_unknown_formats(fini
     assert any("shape" in w and "run_id" in w for w in warnings) and any("latin1" in w and "UTF-8" in w for w in warnings)
     code, _, err = cli("table", str(tmp_path), "--format", "xml")
     assert code == 2 and err.count("\n") == 1 and "is not a table format" in err
+    # a score of NaN, Infinity or true (hand-edited, or another tool's) is skipped, not shown as nan ± nan
+    good = (tmp_path / "good" / "record.json").read_text()
+    score = f'"score": {json.loads(good)["summary"]["score"]!r}'
+    assert score in good
+    for name, value in (("nan", "NaN"), ("inf", "Infinity"), ("bool", "true")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(good.replace(score, f'"score": {value}'))
+    code, table, err = cli("table", str(tmp_path))
+    assert code == 0 and "nan" not in table and err.count("warning: skipped") == 6, err
+    assert all(f"skipped {tmp_path / n / 'record.json'}" in err for n in ("nan", "inf", "bool"))
+    # a record, a card or a suite that is a link to /dev/zero is refused, not read without end
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / "record.json").symlink_to("/dev/zero")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    code, table, err = cli("table", str(tmp_path))
+    assert code == 0 and f"skipped {tmp_path / 'zero' / 'record.json'}: not a regular file" in err
+    for command in (("task", "show"), ("sweep",)):
+        code, _, err = cli(*command, str(tmp_path / "zero.yaml"))
+        assert code == 2 and "is not a regular file" in err and err.count("\n") == 1, err
 
 
 def test_an_unwritable_leaderboard_is_one_line_and_the_runs_are_kept(finished, cli):
@@ -323,3 +342,29 @@ def test_a_full_disk_at_the_end_is_one_line_and_keeps_the_finished_rounds(cli, t
     monkeypatch.setattr(record_module, "atomic_write", real)
     code, _, err = cli("run", "--rounds", "2", *RUN, "--results-dir", str(tmp_path))
     assert code == 0 and "resuming" in err and not partial.exists()
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_rounds_before(cli, tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError, not an OSError: one line
+    naming the round, and the round before it kept for the resume."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real, calls = safetensors.torch.save_file, []
+
+    def full_at_round_2(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_at_round_2)
+    code, _, err = cli("run", "--rounds", "3", *RUN, "--results-dir", str(tmp_path))
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: cannot write the checkpoint of round 2") and "No space left" in last, err
+    assert "Traceback" not in err
+    partial = next(tmp_path.glob("*.partial"))
+    assert (partial / CHECKPOINT).exists() and len((partial / "rounds.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    code, _, err = cli("run", "--rounds", "3", *RUN, "--results-dir", str(tmp_path))
+    assert code == 0 and "resuming" in err

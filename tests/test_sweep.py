@@ -68,6 +68,13 @@ def test_per_model_overrides_sit_between_the_task_and_the_method(tmp_path):
     ("methods: [fedavg-lora]\nseeds: 3-1\n", "not a range of non-negative seeds"),
     ("- a\n- b\n", "a suite file is a mapping"),
     ("methods: [fedavg-lora]\nclients: 2\nclients_per_round: 3\n", "cannot exceed --clients"),
+    ("methods: [fedavg-lora]\nlr: true\n", "lr: Value error, must be a number, not true or false"),  # not lr 1.0
+    ("methods: [fedavg-lora]\nseeds: 0-99999999999\n", "more than 10,000 seeds"),  # refused before it is built
+    ("methods: [fedavg-lora]\nparallel_clients: 0\n", "parallel_clients: Value error, must be a positive integer or auto"),
+    ("methods: [fedavg-lora]\nchannels: [idael]\n", "unknown channel 'idael'"),  # in the plan, not when the run is reached
+    ("methods: [fedavg-lora]\ncodecs: [fp33]\n", "fp33"),
+    ("methods: [fedavg-lora]\nmodels: [tiny, gpt5]\n", "unknown model 'gpt5'"),
+    ("methods: [fedavg-lora]\nopt: {rnak: 4}\n", "unknown option(s) rnak for method 'fedavg-lora'"),
 ])
 def test_suite_mistakes_are_one_line_naming_the_field(cli, tmp_path, text, needle):
     code, out, err = cli("sweep", str(_suite(tmp_path, text)), "--results-dir", str(tmp_path / "r"), "--dry-run")
@@ -126,6 +133,43 @@ def test_a_sweep_killed_and_started_again_runs_nothing_twice_and_loses_nothing(t
     assert got == expected and not list(out.glob("*.partial"))
     for run_id in expected:  # one line per round: nothing appended twice
         assert len((out / run_id / "rounds.jsonl").read_text().splitlines()) == 6
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_or_interrupted_sweep_takes_its_workers_with_it(tmp_path):
+    """kill -9 of the sweep alone (not its process group): its pool workers die with it
+    rather than running the rest of the grid. Ctrl-C: exit 130 at once, the queued runs
+    dropped, not run first."""
+    suite = _suite(tmp_path, SUITE.replace("rounds: 2", "rounds: 6"))
+    for how in (signal.SIGKILL, signal.SIGINT):
+        out = tmp_path / how.name
+        proc = subprocess.Popen([sys.executable, "-m", "pflbench.cli", "sweep", str(suite), "--results-dir", str(out), "--jobs", "2"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        end = time.time() + 300
+        while not list(out.glob("*.partial/rounds.jsonl")):  # a worker is inside a run
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < end
+            time.sleep(0.05)
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert workers
+        started = time.time()
+        proc.send_signal(how)
+        code = proc.wait(timeout=60)
+        if how is signal.SIGINT:
+            assert code == 130 and time.time() - started < 30, proc.stderr.read()
+        finished = len(list(out.glob("*/record.json")))
+        while any(_alive(w) for w in workers) and time.time() - started < 20:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), f"{how.name}: workers outlived the sweep"
+        time.sleep(1)
+        assert len(list(out.glob("*/record.json"))) == finished  # nothing ran on after it
 
 
 @pytest.mark.parametrize("suite", sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "suites").glob("*.yaml")),

@@ -57,13 +57,17 @@ class CardTypes(BaseModel):
     min_examples: Count | None = None
     max_train_examples: Count | None = None
     max_test_examples: Count | None = None
-    max_length: Count | None = None
-    max_new_tokens: Count | None = None
+    # bounds a run can hold: a prompt and an answer need two tokens; generation past a few
+    # thousand tokens would outlast every small model's positions
+    max_length: Annotated[int, Strict(), Field(ge=2, le=32768)] | None = None
+    max_new_tokens: Annotated[int, Strict(), Field(gt=0, le=4096)] | None = None
     rewards: dict[Name, Name] | None = None
     mixture: dict[str, Any] | None = None
     conflict_field: Name | None = None
-    temperature: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)] | None = None
-    group_size: Annotated[int, Strict(), Field(ge=2)] | None = None
+    # sampling temperature: below 0.01 the softmax overflows to inf/NaN; GRPO group size: the
+    # responses sampled per prompt, each a generation, so hundreds are already out of reach
+    temperature: Annotated[float, Strict(), Field(ge=0.01, le=100, allow_inf_nan=False)] | None = None
+    group_size: Annotated[int, Strict(), Field(ge=2, le=256)] | None = None
 
 
 def _check_types(data: dict[str, Any], where: str) -> None:

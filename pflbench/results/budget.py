@@ -32,15 +32,37 @@ def measure(method: str, codec: str, model: str = "tiny") -> int:
 
 
 def read(path: Path) -> dict:
+    """The budget file: ``{KEY: {METHOD: {CODEC: BYTES}}}`` with every figure a non-negative
+    integer and at least one figure; anything else is one line."""
+    from pflbench.yamlcards import MAX_CARD_BYTES
+
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
+        if path.is_dir():
+            raise UserError(f"budget file {path} is a folder; name a .json file")
+        if not path.is_file() and path.exists():
+            raise UserError(f"budget file {path} is not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CARD_BYTES + 1)
+        if len(raw) > MAX_CARD_BYTES:
+            raise UserError(f"budget file {path} is larger than {MAX_CARD_BYTES // 1024} KiB: not a budget")
+        data = json.loads(raw.decode("utf-8"), parse_constant=lambda c: float("nan"))
     except FileNotFoundError:
         raise UserError(f"no budget file {path}; write one with `pflbench budget update --budget {path}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"budget file {path} is not JSON: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"budget file {path} cannot be read: {exc.strerror or exc}") from None
     table = data.get(KEY) if isinstance(data, dict) else None
-    if not isinstance(table, dict) or not all(isinstance(v, dict) and all(isinstance(b, int) for b in v.values()) for v in table.values()):
-        raise UserError(f"budget file {path}: expected {{\"{KEY}\": {{METHOD: {{CODEC: BYTES}}}}}}")
+    shape = f"expected {{\"{KEY}\": {{METHOD: {{CODEC: BYTES}}}}}}"
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise UserError(f"budget file {path}: {shape}")
+    for method, row in table.items():
+        for codec, figure in row.items():
+            if isinstance(figure, bool) or not isinstance(figure, int) or figure < 0:
+                raise UserError(f"budget file {path}: {method} / {codec} is {figure!r}; a budget is a non-negative whole number of bytes")
+    if not any(table.values()):
+        raise UserError(f"budget file {path} holds no figures: a check against it would pass without checking anything")
     return data
 
 
@@ -53,6 +75,8 @@ def write(path: Path, data: dict) -> None:
     from pflbench.results.record import atomic_write
 
     try:
+        if Path(path).is_dir():
+            raise IsADirectoryError(21, "is a folder")
         atomic_write(Path(path), text)  # the old budget stays whole if this fails (a full disk)
     except OSError as exc:
         raise UserError(f"cannot write the budget file {path}: {exc.strerror or exc}; it is unchanged") from None

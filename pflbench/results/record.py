@@ -107,6 +107,7 @@ class RunWriter:
     # ---- each round -------------------------------------------------------------------
     def checkpoint(self, rec: dict[str, Any], tensors: dict[str, Any], state: dict[str, Any]) -> None:
         """Record a finished round: the checkpoint first (atomically), then its log line."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         tmp = self.dir / (CHECKPOINT + ".tmp")
@@ -117,9 +118,10 @@ class RunWriter:
             self._rounds.write(dumps(rec, sort_keys=True) + "\n")
             self._rounds.flush()
             os.fsync(self._rounds.fileno())
-        except OSError as exc:
+        except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
             tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot write the checkpoint of round {rec['round']} to {self.dir}: {exc.strerror or exc} "
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+            raise UserError(f"cannot write the checkpoint of round {rec['round']} to {self.dir}: {reason} "
                             f"(finished rounds up to the previous one are kept there)") from None
 
     # ---- the end ------------------------------------------------------------------------
@@ -167,9 +169,23 @@ def atomic_write(path: Path, text: str) -> None:
 UNREADABLE = (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError)  # what reading a record may raise
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"holds {name}, which is not a number (records are strict JSON)")
+
+
 def _read(path: Path) -> dict[str, Any]:
-    """The record in ``path``, checked (``check_record``); raises one of ``UNREADABLE``."""
-    return check_record(json.loads(path.read_text(encoding="utf-8")))
+    """The record in ``path``, checked (``check_record``); raises one of ``UNREADABLE``. Strict
+    JSON: NaN and Infinity, which the suite never writes, are refused."""
+    if not path.is_file():  # a link to a device (/dev/zero) reads without end
+        raise ValueError("not a regular file")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_RECORD_BYTES + 1)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise ValueError(f"larger than {MAX_RECORD_BYTES >> 20} MiB: not a record")
+    return check_record(json.loads(raw.decode("utf-8"), parse_constant=_no_constant))
+
+
+MAX_RECORD_BYTES = 64 << 20  # a 1,000-client, 100-round record is a few MiB
 
 
 def read_record(run_dir: Path | str) -> dict[str, Any] | None:
@@ -194,8 +210,13 @@ def check_record(rec: Any) -> dict[str, Any]:
     for key in ("task", "method", "seed"):
         if key not in rec["spec"]:
             raise ValueError(f"spec lacks {key!r}")
-    if not isinstance(rec["summary"].get("score"), (int, float)):
-        raise ValueError("summary has no numeric score")
+    score = rec["summary"].get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ValueError(f"summary has no finite numeric score (got {score!r})")
+    if isinstance(rec["spec"]["seed"], bool) or not isinstance(rec["spec"]["seed"], int):
+        raise ValueError(f"spec's seed is not an integer (got {rec['spec']['seed']!r})")
+    if not isinstance(rec["spec"]["task"], str) or not isinstance(rec["spec"]["method"], str):
+        raise ValueError("spec's task and method must be names")
     return rec
 
 

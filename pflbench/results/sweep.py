@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
 from pflbench.config import PRECISIONS, RunSpec, resolve_spec
 from pflbench.errors import UserError, shown
@@ -51,7 +51,21 @@ class Settings(BaseModel):
     lr: Optional[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = None
     eval_every: Optional[Annotated[StrictInt, Field(ge=0)]] = None
     device: Optional[StrictStr] = None
-    parallel_clients: Optional[Union[Literal["auto"], Positive]] = None
+    parallel_clients: Optional[Union[StrictInt, StrictStr]] = None  # a positive integer or auto
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, value):
+        if isinstance(value, bool):  # YAML's true would be read as a rate of 1.0
+            raise ValueError("must be a number, not true or false")
+        return value
+
+    @field_validator("parallel_clients")
+    @classmethod
+    def _parallel(cls, value):
+        if value is not None and value != "auto" and (not isinstance(value, int) or value < 1):
+            raise ValueError("must be a positive integer or auto")
+        return value
     precision: Optional[Literal[PRECISIONS]] = None
     opt: dict[StrictStr, Scalar] = {}  # method options
 
@@ -91,6 +105,10 @@ def seeds_of(value: Union[str, int, list[int]]) -> list[int]:
     if isinstance(value, int):
         return [value]
     if isinstance(value, list):
+        from pflbench.config import MAX_SEEDS
+
+        if len(value) > MAX_SEEDS:
+            raise UserError(f"seeds: more than {MAX_SEEDS:,} seeds")
         return sorted(set(value))
     from pflbench.config import parse_seeds
 
@@ -121,8 +139,13 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
         if name not in methods:
             raise UserError(f"suite overrides method {name!r}, which is not in its methods ({', '.join(methods)})")
     specs = []
-    for task, model, channel, codec, seed, method in itertools.product(
-            suite.tasks, suite.models, suite.channels, suite.codecs, seeds_of(suite.seeds), methods):
+    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.codecs)]  # once each
+    size = len(seeds_of(suite.seeds)) * len(set(methods))
+    for axis in grid:
+        size *= len(axis)
+    if size > MAX_RUNS:  # said before the grid is built (a million specs take minutes to resolve)
+        raise UserError(f"the suite is a grid of {size:,} runs; at most {MAX_RUNS:,}: split it into several suites")
+    for task, model, channel, codec, seed, method in itertools.product(*grid, seeds_of(suite.seeds), list(dict.fromkeys(methods))):
         given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
         opts = {k: str(v) for k, v in suite.opt.items()}
         # the most specific wins: task, then model, then method
@@ -136,7 +159,28 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
         given["device"] = given["device"] or "cpu"
         specs.append(resolve_spec(method=method, task=task, model=model, channel=channel, codec=codec, seed=seed,
                                   method_options=opts, **given))
+    _check_components(specs)
     return specs
+
+
+MAX_RUNS = 20_000
+
+
+def _check_components(specs: list[RunSpec]) -> None:
+    """Each distinct channel, codec, model, device and method option of the grid, resolved
+    now (cheaply, nothing loads): a typo fails the plan and --dry-run, not the run that
+    reaches it an hour later."""
+    from pflbench import registry
+    from pflbench.federation.engine import _device, resolve_components
+
+    seen: set[tuple] = set()
+    for spec in specs:
+        key = (spec.method, tuple(spec.method_options.items()), spec.channel, spec.codec, spec.model, spec.device)
+        if key not in seen:
+            seen.add(key)
+            resolve_components(spec)
+            registry.models.get(spec.model)
+            _device(spec.device)
 
 
 @dataclass(frozen=True)
@@ -160,7 +204,12 @@ def plan(specs: list[RunSpec], results_dir: Path) -> list[Planned]:
     if Path(results_dir).is_dir():
         for rec in load_records(results_dir):
             s = rec["spec"]
-            rate = rec["summary"]["wall_s"] / _work(s)
+            try:  # a record without timing or with a zero count says nothing about speed
+                rate = float(rec["summary"]["wall_s"]) / _work(s)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                continue
+            if not 0 <= rate < float("inf"):
+                continue
             rates.setdefault((s["task"], s["method"], s["model"], s.get("device", "cpu")), []).append(rate)
             rates.setdefault((s["task"], s["model"]), []).append(rate)
     out = []
@@ -217,14 +266,39 @@ def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_die_with_parent, initargs=(os.getpid(),))
+    try:
         futures = {pool.submit(run_one, p.spec.to_dict(), str(results_dir), threads): p for p in todo}
         for fut in cf.as_completed(futures):
             result = fut.result()
             results.append(result)
             if on_done:
                 on_done(futures[fut], result)
+    except BaseException:
+        # Ctrl-C, SIGTERM or a failed run: stop now. Queued runs are dropped and the workers
+        # killed (their finished rounds are checkpointed; the same command resumes them),
+        # rather than the pool's shutdown running every queued run first.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in multiprocessing.active_children():
+            child.kill()
+        raise
+    pool.shutdown()
     return results
+
+
+def _die_with_parent(parent: int) -> None:
+    """A sweep worker dies with the sweep, even with a ``kill -9`` of it (Linux: the kernel
+    signals it when its parent exits); elsewhere it notices at its next run."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the sweep already ended before the line above
+        os._exit(1)
 
 
 def describe(spec: RunSpec) -> str:
