@@ -446,7 +446,11 @@ def report(
 
     if not results_dir.is_dir():
         raise UserError(f"{results_dir} is not a folder of run records")
-    for path in build(load_records(results_dir, warn=_err), out):
+    try:
+        paths = build(load_records(results_dir, warn=_err), out)
+    except OSError as exc:  # a read-only folder, a full disk: the runs are untouched
+        raise UserError(f"cannot write the report to {out}: {exc.strerror or exc}; the run records are unchanged") from None
+    for path in paths:
         print(path)
 
 
@@ -721,6 +725,9 @@ def main() -> None:
         code = 2
     except UserError as exc:
         _err(f"error: {exc}")
+        code = 2
+    except OSError as exc:  # what no command caught itself: a name too long, a folder not writable
+        _err(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
         code = 2
     except KeyboardInterrupt:
         code = 130

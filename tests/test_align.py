@@ -47,6 +47,8 @@ def test_weights_read_from_a_field_of_the_data():
     assert client_weights({"field": "w"}, ["helpful", "harmless"], "u", rows, 0) == {"helpful": 0.25, "harmless": 0.75}
     with pytest.raises(UserError, match="one value of the mixture field"):
         client_weights({"field": "w"}, ["helpful", "harmless"], "u", [{"w": 0.2}, {"w": 0.3}], 0)
+    with pytest.raises(UserError, match="must be finite weights, got \\(nan,\\)"):  # not "one value": NaN != NaN
+        client_weights({"field": "w"}, ["helpful", "harmless"], "u", [{"w": float("nan")}, {"w": float("nan")}], 0)
 
 
 def test_mixture_combines_points_with_each_clients_weights():

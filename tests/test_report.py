@@ -48,6 +48,27 @@ def test_report_writes_tables_numbers_and_figures(results, cli, tmp_path):
     assert lossy["airtime_s"] > 0 and by["fedavg-lora", "ideal"]["airtime_s"] == 0
 
 
+def test_a_report_that_cannot_be_written_is_one_line(results, cli, tmp_path):
+    """A read-only --out (or a full disk): one line, exit 2, the records untouched."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode: make writing fail as a full disk would
+            (locked / "report").write_text("a file where the report's folder would go")
+            out = locked / "report"
+        else:
+            out = locked / "rep"
+        before = sorted(p.name for p in results.iterdir())
+        code, _, err = cli("report", str(results), "--out", str(out))
+        assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: cannot write the report to {out}"), err
+        assert "Traceback" not in err and sorted(p.name for p in results.iterdir()) == before
+    finally:
+        os.chmod(locked, 0o755)
+
+
 def test_pareto_front_keeps_what_nothing_beats():
     from pflbench.results.plots import pareto_front
 

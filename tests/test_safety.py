@@ -368,3 +368,13 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_rounds_before(cli
     monkeypatch.setattr(safetensors.torch, "save_file", real)
     code, _, err = cli("run", "--rounds", "3", *RUN, "--results-dir", str(tmp_path))
     assert code == 0 and "resuming" in err
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(cli, tmp_path):
+    """A results folder or card name with a 300-character component (ENAMETOOLONG)."""
+    long = tmp_path / ("x" * 300)
+    for args in (("run", *RUN, "--results-dir", str(long)), ("task", "show", str(long) + ".yaml"),
+                 ("table", str(long))):
+        code, _, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+        assert "too long" in err or "not a folder" in err or "does not exist" in err, (args, err)

@@ -57,6 +57,9 @@ def client_weights(spec: dict[str, Any], roles: list[str], name: str, rows: list
     kind, args = next(iter(spec.items()))
     if kind == "field":
         values = {_as_tuple(r.get(args)) for r in rows}
+        odd = next((v for v in values if v is not None and not all(math.isfinite(x) for x in v)), None)
+        if odd is not None:  # NaN differs from itself: it would read as many different values
+            raise UserError(f"client {name}: the mixture field {args!r} must be finite weights, got {odd}")
         if len(values) != 1 or None in values:
             raise UserError(f"client {name}: its records must all carry one value of the mixture field {args!r}, got {sorted(map(str, values))[:3]}")
         value = values.pop()
