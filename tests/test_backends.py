@@ -28,6 +28,7 @@ def test_ray_backend_gives_the_local_record(ray_session, small_spec, without_tim
 @pytest.mark.parametrize("args,message", [
     (["--backend", "spark"], "unknown --backend 'spark'"),
     (["--backend", "ray", "--workers", "0"], "--workers must be a positive integer"),
+    (["--backend", "ray", "--workers", "1000000000"], "--workers 1000000000 is more than 1024 processes"),
     (["--workers", "2"], "--workers and --ray-address go with --backend ray"),
 ])
 def test_bad_backend_choices_are_one_line(cli, tmp_path, args, message):

@@ -122,6 +122,9 @@ def make_backend(name: str, exp, workers: Optional[int] = None, address: Optiona
     raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
+MAX_WORKERS = 1024
+
+
 def check_backend(name: str, workers: Optional[int], parallel_clients: int | str = 1) -> None:
     """Refuse a bad backend choice before anything heavy is loaded."""
     if parallel_clients != 1 and name != "local":
@@ -130,6 +133,9 @@ def check_backend(name: str, workers: Optional[int], parallel_clients: int | str
         raise UserError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be a positive integer, got {workers}")
+    if workers is not None and workers > MAX_WORKERS:  # each is a process holding the model
+        raise UserError(f"--workers {workers} is more than {MAX_WORKERS} processes; a worker trains one client at a time, "
+                        f"so more than the clients of a round stay idle")
     if name == "ray":
         _import_ray()
 
