@@ -23,7 +23,7 @@ def read_card(path: Path, what: str) -> tuple[Any, str]:
     try:
         if path.is_dir():
             raise UserError(f"{where} is a directory, not a YAML file")
-        if not path.is_file():  # a device such as /dev/zero behind a link: its size reads 0
+        if path.exists() and not path.is_file():  # a device such as /dev/zero behind a link: its size reads 0
             raise UserError(f"{where} is not a regular file")
         with open(path, "rb") as f:
             raw = f.read(MAX_CARD_BYTES + 1)  # bounded whatever st_size says

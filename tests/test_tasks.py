@@ -274,4 +274,4 @@ def test_every_offline_card_recommends_a_budget_that_list_and_show_report(cli):
     assert "rounds=20" in rows["synth-world"]["defaults"]
     code, out, _ = cli("task", "show", "synth-world")
     assert code == 0 and "recommended budget (card defaults" in out and "lr=0.01" in out
-    assert out.count("user0") == 8  # the card's 8 clients, no --clients given
+    assert out.count("user0") == 2 * 8  # the card's 8 clients (a row and a rendered example each), no --clients given
