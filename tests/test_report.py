@@ -48,25 +48,27 @@ def test_report_writes_tables_numbers_and_figures(results, cli, tmp_path):
     assert lossy["airtime_s"] > 0 and by["fedavg-lora", "ideal"]["airtime_s"] == 0
 
 
-def test_a_report_that_cannot_be_written_is_one_line(results, cli, tmp_path):
-    """A read-only --out (or a full disk): one line, exit 2, the records untouched."""
-    import os
+def test_a_report_that_cannot_be_written_is_one_line(results, cli, tmp_path, monkeypatch):
+    """--out that is a file, and a full disk while the report is written: one line each,
+    exit 2, the records untouched."""
+    from pathlib import Path
 
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    os.chmod(locked, 0o555)
-    try:
-        if os.access(locked, os.W_OK):  # root ignores the mode: make writing fail as a full disk would
-            (locked / "report").write_text("a file where the report's folder would go")
-            out = locked / "report"
-        else:
-            out = locked / "rep"
-        before = sorted(p.name for p in results.iterdir())
-        code, _, err = cli("report", str(results), "--out", str(out))
-        assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: cannot write the report to {out}"), err
-        assert "Traceback" not in err and sorted(p.name for p in results.iterdir()) == before
-    finally:
-        os.chmod(locked, 0o755)
+    before = sorted(p.name for p in results.iterdir())
+    (tmp_path / "a-file").write_text("not a folder")
+    code, _, err = cli("report", str(results), "--out", str(tmp_path / "a-file"))
+    assert code == 2 and err.count("\n") == 1 and "cannot create" in err, err
+    real = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.startswith("report"):
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    code, _, err = cli("report", str(results), "--out", str(tmp_path / "rep"))
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last == f"error: cannot write the report to {tmp_path / 'rep'}: No space left on device; the run records are unchanged", err
+    assert "Traceback" not in err and sorted(p.name for p in results.iterdir()) == before
 
 
 def test_pareto_front_keeps_what_nothing_beats():
