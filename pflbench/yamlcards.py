@@ -16,6 +16,28 @@ MAX_CARD_BYTES = 256 * 1024  # a card is a page of settings, not data
 MAX_ALIASES = 64  # YAML aliases (*name); many of them is an expansion bomb, not a card
 
 
+class NotRegularFile(ValueError):
+    """What ``read_bounded`` refuses: a folder, a device, a link to ``/dev/zero``."""
+
+
+class TooLarge(ValueError):
+    """What ``read_bounded`` refuses: more bytes than the limit."""
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them, else NotRegularFile
+    or TooLarge; a missing file is FileNotFoundError. The size is read, never taken from the
+    file system: a link to ``/dev/zero`` has st_size 0 and no end. The one bounded read of
+    cards, suites, budgets and run records."""
+    if path.exists() and not path.is_file():
+        raise NotRegularFile("not a regular file")
+    with open(path, "rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise TooLarge(f"larger than {limit >> 20} MiB" if limit >= 1 << 20 else f"larger than {limit >> 10} KiB")
+    return raw
+
+
 def read_card(path: Path, what: str) -> tuple[Any, str]:
     """(parsed YAML, "<what> card <path>" for messages); missing, unreadable, oversized or
     malformed: UserError."""
@@ -23,12 +45,12 @@ def read_card(path: Path, what: str) -> tuple[Any, str]:
     try:
         if path.is_dir():
             raise UserError(f"{where} is a directory, not a YAML file")
-        if path.exists() and not path.is_file():  # a device such as /dev/zero behind a link: its size reads 0
-            raise UserError(f"{where} is not a regular file")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CARD_BYTES + 1)  # bounded whatever st_size says
-        if len(raw) > MAX_CARD_BYTES:
-            raise UserError(f"{where} is larger than {MAX_CARD_BYTES // 1024} KiB: a card holds settings; put data in a file its source names")
+        try:
+            raw = read_bounded(path, MAX_CARD_BYTES)
+        except NotRegularFile as exc:
+            raise UserError(f"{where} is {exc}") from None
+        except TooLarge as exc:
+            raise UserError(f"{where} is {exc}: a card holds settings; put data in a file its source names") from None
         text = raw.decode("utf-8")
         if sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)) > MAX_ALIASES:
             raise UserError(f"{where} uses more than {MAX_ALIASES} YAML aliases; refused")

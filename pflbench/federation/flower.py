@@ -309,9 +309,7 @@ def export(spec, out: Path, force: bool = False) -> list[Path]:
 
     for path, text in files.items():
         try:
-            if path.is_dir():
-                raise IsADirectoryError(21, "is a folder")
-            atomic_write(path, text)
+            atomic_write(path, text)  # a folder in the way fails its rename (IsADirectoryError)
         except OSError as exc:
             raise UserError(f"cannot write the Flower app to {out}: {path} {exc.strerror or exc}") from None
     return list(files)

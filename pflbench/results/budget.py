@@ -34,19 +34,18 @@ def measure(method: str, codec: str, model: str = "tiny") -> int:
 def read(path: Path) -> dict:
     """The budget file: ``{KEY: {METHOD: {CODEC: BYTES}}}`` with every figure a non-negative
     integer and at least one figure; anything else is one line."""
-    from pflbench.yamlcards import MAX_CARD_BYTES
+    from pflbench.yamlcards import MAX_CARD_BYTES, NotRegularFile, TooLarge, read_bounded
 
     path = Path(path)
     try:
         if path.is_dir():
             raise UserError(f"budget file {path} is a folder; name a .json file")
-        if not path.is_file() and path.exists():
-            raise UserError(f"budget file {path} is not a regular file")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CARD_BYTES + 1)
-        if len(raw) > MAX_CARD_BYTES:
-            raise UserError(f"budget file {path} is larger than {MAX_CARD_BYTES // 1024} KiB: not a budget")
-        data = json.loads(raw.decode("utf-8"), parse_constant=lambda c: float("nan"))
+        raw = read_bounded(path, MAX_CARD_BYTES)
+        data = json.loads(raw.decode("utf-8"))  # NaN parses as a float, refused with the figures below
+    except NotRegularFile as exc:
+        raise UserError(f"budget file {path} is {exc}") from None
+    except TooLarge as exc:
+        raise UserError(f"budget file {path} is {exc}: not a budget") from None
     except FileNotFoundError:
         raise UserError(f"no budget file {path}; write one with `pflbench budget update --budget {path}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -75,9 +74,7 @@ def write(path: Path, data: dict) -> None:
     from pflbench.results.record import atomic_write
 
     try:
-        if Path(path).is_dir():
-            raise IsADirectoryError(21, "is a folder")
-        atomic_write(Path(path), text)  # the old budget stays whole if this fails (a full disk)
+        atomic_write(Path(path), text)  # the old budget stays whole if this fails (a full disk, a folder in its place)
     except OSError as exc:
         raise UserError(f"cannot write the budget file {path}: {exc.strerror or exc}; it is unchanged") from None
 

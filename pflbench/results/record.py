@@ -176,12 +176,12 @@ def _no_constant(name: str) -> float:
 def _read(path: Path) -> dict[str, Any]:
     """The record in ``path``, checked (``check_record``); raises one of ``UNREADABLE``. Strict
     JSON: NaN and Infinity, which the suite never writes, are refused."""
-    if not path.is_file():  # a link to a device (/dev/zero) reads without end
-        raise ValueError("not a regular file")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_RECORD_BYTES + 1)
-    if len(raw) > MAX_RECORD_BYTES:
-        raise ValueError(f"larger than {MAX_RECORD_BYTES >> 20} MiB: not a record")
+    from pflbench.yamlcards import TooLarge, read_bounded
+
+    try:
+        raw = read_bounded(path, MAX_RECORD_BYTES)
+    except TooLarge as exc:
+        raise ValueError(f"{exc}: not a record") from None
     return check_record(json.loads(raw.decode("utf-8"), parse_constant=_no_constant))
 
 

@@ -25,6 +25,7 @@ started again runs nothing twice and loses nothing.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,13 +140,13 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
         if name not in methods:
             raise UserError(f"suite overrides method {name!r}, which is not in its methods ({', '.join(methods)})")
     specs = []
-    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.codecs)]  # once each
-    size = len(seeds_of(suite.seeds)) * len(set(methods))
-    for axis in grid:
-        size *= len(axis)
+    # each axis once (a name listed twice would race itself under --jobs)
+    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.codecs)]
+    grid += [seeds_of(suite.seeds), list(dict.fromkeys(methods))]
+    size = math.prod(len(axis) for axis in grid)
     if size > MAX_RUNS:  # said before the grid is built (a million specs take minutes to resolve)
         raise UserError(f"the suite is a grid of {size:,} runs; at most {MAX_RUNS:,}: split it into several suites")
-    for task, model, channel, codec, seed, method in itertools.product(*grid, seeds_of(suite.seeds), list(dict.fromkeys(methods))):
+    for task, model, channel, codec, seed, method in itertools.product(*grid):
         given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
         opts = {k: str(v) for k, v in suite.opt.items()}
         # the most specific wins: task, then model, then method
