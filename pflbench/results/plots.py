@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from pflbench.errors import UserError
 
 
-def save_figure(fig, title: str, path: Path, tight: bool = True) -> None:
-    """Write ``fig`` as a PNG (one line on failure) and close it; ``tight=False`` keeps a
-    layout already set (a colorbar beside the panels)."""
+def save_figure(fig, title: str | None, path: Path, tight: bool = True) -> None:
+    """Write ``fig`` as a PNG (one line on failure) and close it, under ``title`` (None: the
+    figure has its own); ``tight=False`` keeps a layout already set (a colorbar beside the
+    panels, or matplotlib's constrained layout)."""
     import matplotlib.pyplot as plt
 
-    fig.suptitle(title)
+    if title is not None:
+        fig.suptitle(title)
     if tight:
         fig.tight_layout()
     try:
@@ -128,6 +131,38 @@ def task_partition(name: str, groups: list, values: list[str], shares: list[list
 
 
 # ---- report figures (``pflbench report``) -------------------------------------------------
+# One colour and one marker per method, the same in every figure and report. The built-in
+# methods have fixed entries; plugins take the extra palette's slots in the order of their names
+# among the installed plugins (so every registered method has its own colour), and a method
+# no longer installed (read from old records) a slot from a hash of its name.
+METHOD_STYLE: dict[str, tuple[str, str]] = {
+    "pftt": ("#d62728", "*"), "pfit": ("#1f77b4", "P"), "local-only": ("#2ca02c", "s"),
+    "fedavg-lora": ("#ff7f0e", "o"), "fedavg-full": ("#8c564b", "D"), "central": ("#7f7f7f", "X"),
+    "ditto": ("#9467bd", "v"), "fedper-lora": ("#17becf", "^"), "fedrep-lora": ("#bcbd22", "<"),
+    "fedsa-lora": ("#e377c2", ">"), "ffa-lora": ("#393b79", "h"), "feddpa": ("#637939", "p"),
+    "fedprox": ("#ad494a", "d"), "scaffold-lora": ("#e7ba52", "8"), "base": ("#000000", "_"),
+}
+EXTRA_COLOURS = ["#6b6ecf", "#b5cf6b", "#ce6dbd", "#843c39", "#9c9ede", "#8ca252", "#de9ed6", "#bd9e39",
+                 "#7b4173", "#e7969c", "#5254a3", "#d6616b", "#a55194", "#cedb9c", "#3182bd", "#31a354"]
+EXTRA_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+
+
+def method_style(method: str) -> tuple[str, str]:
+    """(colour, marker) of ``method``, fixed across every figure (see METHOD_STYLE)."""
+    if method in METHOD_STYLE:
+        return METHOD_STYLE[method]
+    try:
+        from pflbench import registry
+
+        plugins = sorted(n for n in registry.methods.names() if n not in METHOD_STYLE)
+    except Exception:  # noqa: BLE001 - a broken plugin must not stop a figure of old records
+        plugins = []
+    import zlib
+
+    slot = plugins.index(method) if method in plugins else zlib.crc32(method.encode()) % (len(EXTRA_COLOURS) * len(EXTRA_MARKERS))
+    return EXTRA_COLOURS[slot % len(EXTRA_COLOURS)], EXTRA_MARKERS[(slot // len(EXTRA_COLOURS) + slot) % len(EXTRA_MARKERS)]
+
+
 def _pyplot():
     import matplotlib
 
@@ -137,11 +172,6 @@ def _pyplot():
     return plt
 
 
-def _label(row: dict[str, Any], varying: list[str]) -> str:
-    extra = ",".join(f"{row[k]}" for k in varying if k != "method" and str(row[k]) not in ("{}", ""))
-    return row["method"] + (f" ({extra})" if extra else "")
-
-
 def _by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -149,14 +179,49 @@ def _by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _varying(rows: list[dict[str, Any]]) -> list[str]:
-    keys = ("channel", "codec", "model", "lr", "method_options", "clients_per_round", "rounds", "local_steps")
-    return [k for k in keys if len({str(r[k]) for r in rows}) > 1]
-
-
 def _err(row: dict[str, Any], key: str) -> float:
     lo, hi = row.get(f"{key}_low"), row.get(f"{key}_high")
     return 0.0 if lo is None or hi is None else (hi - lo) / 2
+
+
+VARIANT_KEYS = ("codec", "model", "lr", "method_options", "clients_per_round", "rounds", "local_steps")
+
+
+def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """Per row (by id): its method, plus the settings that tell it from the method's other rows
+    in ``rows`` (a method run with one lr everywhere is just its name)."""
+    out = {}
+    for r in rows:
+        same = [o for o in rows if o["method"] == r["method"]]
+        extra = ",".join(str(r[k]) for k in VARIANT_KEYS if len({str(o[k]) for o in same}) > 1 and str(r[k]) not in ("{}", ""))
+        out[id(r)] = r["method"] + (f" ({extra})" if extra else "")
+    return out
+
+
+def _styles(rows: list[dict[str, Any]], labels: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """Per label: its method's colour and marker; a method's second and later variants (another
+    codec, lr, option ...) keep its colour with other markers, drawn hollow."""
+    out: dict[str, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: labels[id(r)]):
+        label = labels[id(r)]
+        if label in out:
+            continue
+        colour, marker = method_style(r["method"])
+        k = seen.get(r["method"], 0)
+        seen[r["method"]] = k + 1
+        if k:
+            marker = EXTRA_MARKERS[(EXTRA_MARKERS.index(marker) + k) % len(EXTRA_MARKERS)] if marker in EXTRA_MARKERS else EXTRA_MARKERS[k]
+        out[label] = {"color": colour, "marker": marker, "mfc": "white" if k else colour, "ms": 9 if marker in "*P" else 7}
+    return out
+
+
+def _legend(fig, handles: dict[str, Any]) -> None:
+    """One legend for the whole figure, under the panels (every panel shares the styles; beside
+    them it would run into the title)."""
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 7), fontsize=8,
+                   frameon=False)
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,51 +235,122 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def score_vs_uplink(rows: list[dict[str, Any]], path: Path) -> None:
-    """Per task: each method's score (mean, 95% interval over seeds) against its uplink bytes
-    per run, the Pareto front joined by a line; methods that send nothing sit at the left edge."""
+def human_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.3g} B"
+
+
+def _panels(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(title, rows) per task, and per channel where the rows hold several: overlaying channels
+    buries the points."""
+    out = []
+    for task, rs in _by_task(rows).items():
+        channels = sorted({r["channel"] for r in rs})
+        if len(channels) == 1:
+            out.append((task, rs))
+        else:
+            out.extend((f"{task}, {ch}", [r for r in rs if r["channel"] == ch]) for ch in channels)
+    return out
+
+
+def _grid(plt, n: int, w: float, h: float, cols_max: int = 4):
+    cols = min(n, cols_max)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols + 2.6, h * rows + 0.6), squeeze=False, layout="constrained")
+    flat = [a for line in axes for a in line]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def draw_score_vs_uplink(rows: list[dict[str, Any]]):
+    """The figure of ``score_vs_uplink``."""
     plt = _pyplot()
-    tasks = _by_task(rows)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    for ax, (task, rs) in zip(axes[0], tasks.items()):
-        varying = _varying(rs)
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    panels = _panels(rows)
+    fig, axes = _grid(plt, len(panels), 4.6, 3.6)
+    handles: dict[str, Any] = {}
+    for ax, (title, rs) in zip(axes, panels):
+        labels = _labels(rs)
+        styles = _styles(rs, labels)
         sent = [r["uplink_bytes"] for r in rs if r["uplink_bytes"] > 0]
-        floor = min(sent) / 10 if sent else 1.0
-        x = lambda r: r["uplink_bytes"] if r["uplink_bytes"] > 0 else floor  # noqa: E731
-        for r in rs:
-            ax.errorbar(x(r), r["score"], yerr=_err(r, "score"), fmt="o", capsize=3)
-            ax.annotate(_label(r, varying), (x(r), r["score"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        top = max(sent) if sent else 10.0
+        # methods that send nothing sit one decade left of the smallest decade drawn, at a tick
+        # labelled "0 B" past a dotted break line
+        decade = 10 ** math.floor(math.log10(min(sent))) if sent else 1.0
+        zero = decade / 10
+        x = lambda r: r["uplink_bytes"] if r["uplink_bytes"] > 0 else zero  # noqa: E731
+        for r in sorted(rs, key=lambda r: labels[id(r)]):
+            st = styles[labels[id(r)]]
+            h = ax.errorbar(x(r), r["score"], yerr=_err(r, "score"), fmt=st["marker"], color=st["color"], mfc=st["mfc"],
+                            ms=st["ms"], capsize=3, lw=1)
+            handles.setdefault(labels[id(r)], h)
         front = pareto_front(rs)
-        ax.plot([x(r) for r in front], [r["score"] for r in front], "--", color="grey", lw=1, label="Pareto front")
+        h = ax.plot([x(r) for r in front], [r["score"] for r in front], "--", color="grey", lw=1, zorder=0)[0]
+        handles.setdefault("Pareto front", h)
         ax.set_xscale("log")
-        ax.set_xlabel(f"uplink bytes per run (0 bytes drawn at {floor:.3g})")
+        ax.set_xlim(zero / 2, top * 2)
+        decades = [10 ** k for k in range(int(round(math.log10(decade))), int(math.log10(top * 2)) + 1)]
+        if len(decades) > 4:
+            decades = decades[::2]
+        ax.xaxis.set_major_locator(FixedLocator([zero, *decades]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, z=zero: "0 B" if math.isclose(v, z) else human_bytes(v)))
+        ax.xaxis.set_minor_locator(LogLocator(subs="auto"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.axvline(zero * 3.2, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("uplink bytes per run (log; 0 B: sends nothing)")
         ax.set_ylabel(f"score ({rs[0]['metric']})")
-        ax.set_title(task)
-        ax.legend(fontsize=7, loc="lower right")
-    save_figure(fig, "Score against uplink bytes (95% intervals over seeds)", path)
+        ax.set_title(title, fontsize=10)
+    _legend(fig, handles)
+    fig.suptitle("Score against uplink bytes (95% intervals over seeds)")
+    return fig
 
 
-def client_scores(records: list[dict[str, Any]], path: Path) -> None:
-    """Per task: the distribution of per-client scores of each method's deployed models (last
-    evaluation, every client and seed), as box plots."""
+def score_vs_uplink(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per task (and channel): each method's score (mean, 95% interval over seeds) against its
+    uplink bytes per run, the Pareto front joined by a line; methods that send nothing sit at
+    a marked "0 B" position left of a dotted break."""
+    save_figure(draw_score_vs_uplink(rows), None, path, tight=False)
+
+
+def draw_client_scores(records: list[dict[str, Any]]):
+    """The figure of ``client_scores``."""
     plt = _pyplot()
     per: dict[str, dict[str, list[float]]] = {}
     for rec in records:
         last = next(r["eval"] for r in reversed(rec["rounds"]) if r["eval"] is not None)
         per.setdefault(rec["spec"]["task"], {}).setdefault(rec["spec"]["method"], []).extend(c["personal"] for c in last["clients"])
-    fig, axes = plt.subplots(1, len(per), figsize=(6 * len(per), 4.2), squeeze=False)
-    for ax, (task, methods) in zip(axes[0], sorted(per.items())):
+    most = max(len(m) for m in per.values())
+    fig, axes = _grid(plt, len(per), max(3.2, 0.55 * most + 1.0), 3.8, cols_max=2)
+    for ax, (task, methods) in zip(axes, sorted(per.items())):
         names = sorted(methods)
-        ax.boxplot([methods[m] for m in names], tick_labels=names, vert=True)
-        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        box = ax.boxplot([methods[m] for m in names], tick_labels=names, vert=True, patch_artist=True,
+                         medianprops={"color": "black"})
+        for patch, m in zip(box["boxes"], names):
+            patch.set_facecolor(method_style(m)[0])
+            patch.set_alpha(0.75)
+        if len(names) > 5:
+            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+            for lab in ax.get_xticklabels():
+                lab.set_horizontalalignment("right")
+                lab.set_rotation_mode("anchor")
         ax.set_ylabel("client score")
-        ax.set_title(task)
-    save_figure(fig, "Per-client scores (every client and seed)", path)
+        ax.set_title(task, fontsize=10)
+    fig.suptitle("Per-client scores (every client and seed)")
+    return fig
 
 
-def score_by_round(records: list[dict[str, Any]], path: Path) -> bool:
-    """Per task: mean score over seeds at each evaluated round, a line per method. False (no
-    figure) when no run was evaluated at more than one round (``--eval-every``)."""
+def client_scores(records: list[dict[str, Any]], path: Path) -> None:
+    """Per task: the distribution of per-client scores of each method's deployed models (last
+    evaluation, every client and seed), as box plots in each method's colour."""
+    save_figure(draw_client_scores(records), None, path, tight=False)
+
+
+def draw_score_by_round(records: list[dict[str, Any]]):
+    """The figure of ``score_by_round``, or None when no run was evaluated at more than one round."""
     curves: dict[str, dict[str, dict[int, list[float]]]] = {}
     for rec in records:
         evals = [(r["round"], r["eval"]["score"]) for r in rec["rounds"] if r["eval"] is not None]
@@ -222,59 +358,85 @@ def score_by_round(records: list[dict[str, Any]], path: Path) -> bool:
             for rnd, score in evals:
                 curves.setdefault(rec["spec"]["task"], {}).setdefault(rec["spec"]["method"], {}).setdefault(rnd, []).append(score)
     if not curves:
-        return False
+        return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
-    for ax, (task, methods) in zip(axes[0], sorted(curves.items())):
+    fig, axes = _grid(plt, len(curves), 4.6, 3.6)
+    handles: dict[str, Any] = {}
+    for ax, (task, methods) in zip(axes, sorted(curves.items())):
         for m, pts in sorted(methods.items()):
+            colour, marker = method_style(m)
             rounds = sorted(pts)
-            ax.plot(rounds, [sum(pts[r]) / len(pts[r]) for r in rounds], marker=".", label=m)
+            handles.setdefault(m, ax.plot(rounds, [sum(pts[r]) / len(pts[r]) for r in rounds], marker=marker, color=colour, ms=5)[0])
         ax.set_xlabel("round")
         ax.set_ylabel("score (mean over seeds)")
-        ax.set_title(task)
-        ax.legend(fontsize=7)
-    save_figure(fig, "Score by round", path)
+        ax.set_title(task, fontsize=10)
+    _legend(fig, handles)
+    fig.suptitle("Score by round")
+    return fig
+
+
+def score_by_round(records: list[dict[str, Any]], path: Path) -> bool:
+    """Per task: mean score over seeds at each evaluated round, a line per method. False (no
+    figure) when no run was evaluated at more than one round (``--eval-every``)."""
+    fig = draw_score_by_round(records)
+    if fig is None:
+        return False
+    save_figure(fig, None, path, tight=False)
     return True
 
 
-def gains(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Per task: personalization gain against collaboration gain (the row minus local-only),
-    one point per method with 95% intervals. False when no local-only runs pair with the rows."""
-    tasks = {t: [r for r in rs if r.get("delta_local_only") is not None] for t, rs in _by_task(rows).items()}
-    tasks = {t: rs for t, rs in tasks.items() if rs}
-    if not tasks:
-        return False
+def draw_gains(rows: list[dict[str, Any]]):
+    """The figure of ``gains``, or None when no local-only runs pair with the rows."""
+    panels = [(t, [r for r in rs if r.get("delta_local_only") is not None]) for t, rs in _panels(rows)]
+    panels = [(t, rs) for t, rs in panels if rs]
+    if not panels:
+        return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    for ax, (task, rs) in zip(axes[0], tasks.items()):
-        varying = _varying(rs)
-        for r in rs:
-            ax.errorbar(r["personalization_gain"], r["delta_local_only"], xerr=_err(r, "personalization_gain"),
-                        yerr=_err(r, "delta_local_only"), fmt="o", capsize=3)
-            ax.annotate(_label(r, varying), (r["personalization_gain"], r["delta_local_only"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+    fig, axes = _grid(plt, len(panels), 4.6, 3.6)
+    handles: dict[str, Any] = {}
+    for ax, (title, rs) in zip(axes, panels):
+        labels = _labels(rs)
+        styles = _styles(rs, labels)
+        for r in sorted(rs, key=lambda r: labels[id(r)]):
+            st = styles[labels[id(r)]]
+            h = ax.errorbar(r["personalization_gain"], r["delta_local_only"], xerr=_err(r, "personalization_gain"),
+                            yerr=_err(r, "delta_local_only"), fmt=st["marker"], color=st["color"], mfc=st["mfc"], ms=st["ms"],
+                            capsize=3, lw=1)
+            handles.setdefault(labels[id(r)], h)
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlabel("personalization gain (points)")
-        ax.set_ylabel("collaboration gain: minus local-only (points)")
-        ax.set_title(task)
-    save_figure(fig, "Personalization against collaboration (95% intervals over seeds)", path)
+        ax.set_ylabel("minus local-only (points)")
+        ax.set_title(title, fontsize=10)
+    _legend(fig, handles)
+    fig.suptitle("Personalization against collaboration (95% intervals over seeds)")
+    return fig
+
+
+def gains(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Per task (and channel): personalization gain against collaboration gain (the row minus
+    local-only), one point per method with 95% intervals. False when no local-only runs pair
+    with the rows."""
+    fig = draw_gains(rows)
+    if fig is None:
+        return False
+    save_figure(fig, None, path, tight=False)
     return True
 
 
-def channel_costs(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Airtime, energy and lost-or-late updates per run, by channel, a bar per method (means
-    over seeds, every task). False when the records hold a single channel."""
+def draw_channel_costs(rows: list[dict[str, Any]]):
+    """The figure of ``channel_costs``, or None when the records hold a single channel."""
     channels = sorted({r["channel"] for r in rows})
     if len(channels) < 2:
-        return False
+        return None
     import numpy as np
 
     plt = _pyplot()
     methods = sorted({r["method"] for r in rows})
-    fig, axes = plt.subplots(1, 3, figsize=(18, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(max(15, 1.1 * len(channels) * 3 + 2.6), 4.4), layout="constrained")
     width = 0.8 / len(methods)
-    for ax, (key, label) in zip(axes, (("airtime_s", "airtime per run (s)"), ("energy_j", "energy per run (J)"),
+    handles: dict[str, Any] = {}
+    for ax, (key, label) in zip(axes, (("airtime_s", "airtime per run (s, log)"), ("energy_j", "energy per run (J, log)"),
                                        ("lost", "lost or late updates per run"))):
         for i, m in enumerate(methods):
             vals = []
@@ -282,9 +444,22 @@ def channel_costs(rows: list[dict[str, Any]], path: Path) -> bool:
                 rs = [r for r in rows if r["method"] == m and r["channel"] == ch]
                 v = [(r["lost_updates"] + r["late_updates"]) if key == "lost" else r[key] for r in rs]
                 vals.append(sum(v) / len(v) if v else 0.0)
-            ax.bar(np.arange(len(channels)) + i * width, vals, width, label=m)
-        ax.set_xticks(np.arange(len(channels)) + 0.4 - width / 2, channels, rotation=30, fontsize=8)
+            handles.setdefault(m, ax.bar(np.arange(len(channels)) + i * width, vals, width, color=method_style(m)[0]))
+        ax.set_xticks(np.arange(len(channels)) + 0.4 - width / 2, channels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+        if key != "lost":
+            ax.set_yscale("log")  # fedavg-full's bars are decades above the adapters'; methods that send nothing have none
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=6, ncol=2)
-    save_figure(fig, "What each channel costs (means over tasks and seeds)", path)
+    _legend(fig, handles)
+    fig.suptitle("What each channel costs (means over tasks and seeds; no bar: none, as on the ideal channel or for a method that sends nothing)")
+    return fig
+
+
+def channel_costs(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Airtime and energy per run (log axes: they span decades) and lost-or-late updates, by
+    channel, a bar per method in its colour (means over tasks and seeds). False when the
+    records hold a single channel."""
+    fig = draw_channel_costs(rows)
+    if fig is None:
+        return False
+    save_figure(fig, None, path, tight=False)
     return True
