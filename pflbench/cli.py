@@ -143,7 +143,7 @@ _eval_every = typer.Option(DEFAULT.eval_every, help="evaluate every N rounds (0:
 _opt = typer.Option(None, "--opt", "-o", help="method option KEY=VALUE (repeatable); see `pflbench list methods`")
 _results = typer.Option(DEFAULT_RESULTS, help="where run records are written")
 _device = typer.Option("cpu", help="cpu, cuda, cuda:N or auto")
-_precision = typer.Option("fp32", help="fp32, or bf16 where the hardware has bf16 instructions (the frozen base in bf16 under autocast, trained tensors in fp32); part of the run id (README, Precision)")
+_precision = typer.Option("fp32", help="fp32, or bf16 where the hardware has bf16 instructions (the frozen base in bf16 under autocast, trained tensors in fp32); part of the run id (docs/models.md, Precision)")
 _init = typer.Option("pretrained", help="pretrained, or random: the model's architecture with random weights, for timing a model's size where its weights are not at hand (such runs are left out of tables)")
 _data_dir = typer.Option(None, help="local copies of hub datasets: DIR/TASK.jsonl (or .json/.csv/.parquet); also PFLBENCH_DATA_DIR")
 
@@ -156,7 +156,7 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
 _backend = typer.Option("local", help="where sampled clients train: local (this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
 _workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
 _ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
-_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate (1 on --backend ray); 1: one after another. Records agree with 1 within a floating-point tolerance, and K is part of the run id (README, Batched clients)")
+_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate (1 on --backend ray); 1: one after another. Records agree with 1 within a floating-point tolerance, and K is part of the run id (docs/performance.md, Batched clients)")
 
 
 def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: str = "auto") -> tuple[dict[str, Any], int | str]:

@@ -59,7 +59,7 @@ class RunSpec:
     # carried to workers and written in the record but is no part of the run id
     card: str = ""
     # what else changes a result, filled by ``resolve_spec``: the suite's version, the method's
-    # package, version and code, the data actually read (see README, "Results schema")
+    # package, version and code, the data actually read (see docs/results.md)
     provenance: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -166,7 +166,7 @@ def test_hh_reward_trains_from_its_preference_card_and_hh_align_runs_offline(tmp
     monkeypatch.setenv("PFLBENCH_DATA_DIR", str(tmp_path))
     code, out, _ = cli("reward", "show", "hh-harmless", "--json")
     info = json.loads(out)
-    # the tiny backbone learns nothing of hh-rlhf harmlessness (about 50%: see README); what is tested is the pipeline
+    # the tiny backbone learns nothing of hh-rlhf harmlessness (about 50%: see docs/rewards.md); what is tested is the pipeline
     assert code == 0 and info["train_pairs"] + info["held_out_pairs"] == 2000 and 0 <= info["held_out_accuracy"] <= 100
     import re
 

@@ -13,7 +13,7 @@ from pflbench.federation import batched
 from pflbench.federation.batched import batchable, clients_per_pass
 from pflbench.federation.engine import Runner, resolve
 
-# README, "Batched clients": what the tolerance is, and why
+# docs/performance.md, "Batched clients": what the tolerance is, and why
 LOSS_RTOL, TENSOR_ATOL = 1e-5, 1e-3
 
 

@@ -138,7 +138,7 @@ def test_one_round_on_ray_workers(benchmark, ray_session, small_spec, workers):
 @pytest.mark.parametrize("parallel", [1, "auto"], ids=["sequential", "batched"])
 def test_one_round_batched_against_sequential(benchmark, small_spec, per_round, parallel):
     """One fedavg-lora round of ``per_round`` clients x 10 steps (batch 8) on the tiny model,
-    one client after another or all in one pass (--parallel-clients); README, "Batched
+    one client after another or all in one pass (--parallel-clients); docs/performance.md, "Batched
     clients", gives the ratios."""
 
     exp = resolve(small_spec(method="fedavg-lora", clients=16, clients_per_round=per_round, local_steps=10,
@@ -218,7 +218,7 @@ def test_smollm2_training_against_the_matmul_limit(benchmark, small_spec, per_ro
     Reports tokens/s, the FLOPs done (``pflbench.models.throughput``: 4 per frozen weight per
     token, the output layer on learnt positions) and that rate as a fraction of this machine's
     matrix-product throughput in fp32 and bf16, measured in the same test: the distance to the
-    physical limit (README, "Real models on a CPU")."""
+    physical limit (docs/performance.md, "Real models on a CPU")."""
     from pflbench.models.precision import bf16_supported
     from pflbench.models.throughput import matmul_throughput, step_flops
 

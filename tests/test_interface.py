@@ -1,4 +1,4 @@
-"""The Method interface as README documents it: the reference names every field; what a
+"""The Method interface as docs/methods/adding.md documents it: the reference names every field; what a
 method may declare, read and upload works as described, and is checkpointed."""
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from pflbench.methods import (LocalContext, LocalResult, LoraOptions, Method, Pa
                               train_steps)
 from pflbench.results.record import strip_timing
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-SECTION = README[README.index("## Adding a method"):README.index("## Models")]
+SECTION = (Path(__file__).resolve().parents[1] / "docs" / "methods" / "adding.md").read_text()
 
 
 @pytest.mark.parametrize("cls", [Parts, LocalContext, LocalResult, Update, RoundInfo])
 def test_readme_reference_names_every_field(cls):
     missing = [f.name for f in dataclasses.fields(cls) if f"`{f.name}`" not in SECTION]
-    assert not missing, f"README 'Adding a method' does not document {cls.__name__}.{missing}"
+    assert not missing, f"docs/methods/adding.md does not document {cls.__name__}.{missing}"
 
 
 def test_readme_reference_names_every_context_method_and_the_method_hooks():
@@ -172,7 +171,7 @@ def test_the_readmes_method_code_runs_as_written(block, register):
     added), defines a method that runs; where it mirrors a built-in (fedprox, ditto), it trains
     to the built-in's losses and score, so the snippet is the method, not a sketch of it."""
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(block, "docs/methods/adding.md", "exec"), namespace)
     cls = next(v for v in namespace.values() if isinstance(v, type) and issubclass(v, Method) and v is not Method)
     snippet = register(type(f"Readme{cls.__name__}", (cls,), {"name": f"readme-{cls.name}", "__module__": "readme"}))
     from pflbench.methods.base import check_interface

@@ -113,7 +113,7 @@ def references():
 def test_collaboration_teaches_facts_no_client_trained_on(references):
     """What synth-world exists for, part 1: on entities only other clients trained on,
     FedAvg-LoRA knows facts that local-only does not, on every seed and by a clear margin
-    (5 seeds in the README: +11.7 resolved at 12 rounds; the card now runs 20)."""
+    (5 seeds in docs/tasks.md: +11.7 resolved at 12 rounds; the card now runs 20)."""
     from pflbench.results.stats import paired
 
     p = paired(references["fedavg-lora"].per_seed("knowledge_unseen"), references["local-only"].per_seed("knowledge_unseen"))

@@ -1,4 +1,4 @@
-"""Task cards: YAML files that describe a task as data (see README, "Task cards").
+"""Task cards: YAML files that describe a task as data (see docs/tasks.md).
 
 Built-in cards live in the repository's ``tasks/`` folder, shipped as ``pflbench.cards``;
 every ``*.yaml`` there is registered under its ``name``. ``--task path/to/card.yaml``

@@ -45,7 +45,7 @@ class ClientData:
 
 @dataclass
 class Task:
-    """A loaded task card (see README, "Task cards")."""
+    """A loaded task card (see docs/tasks.md)."""
 
     name: str
     kind: str
@@ -60,7 +60,7 @@ class Task:
     fields: dict[str, str] = field(default_factory=dict)  # canonical name -> source column
     labels: list[str] | None = None
     label_field: str = "label"
-    defaults: dict[str, Any] = field(default_factory=dict)  # the recommended budget (README, "Card format")
+    defaults: dict[str, Any] = field(default_factory=dict)  # the recommended budget (docs/tasks.md, "Card format")
     split_field: str | None = None  # a field whose value (train / test) fixes each record's split
     preprocess: str | None = None
     test_fraction: float = 0.2

@@ -20,7 +20,7 @@ client's 8 lines of verse is about half padding, packed rows about an eighth. On
 pass instead of K fills a device that small products leave idle.
 
 What differs from training the clients one after another is the order of floating-point
-sums: records agree within the tolerance the README states, not bit for bit, which is why the
+sums: records agree within the tolerance docs/performance.md states, not bit for bit, which is why the
 spec's ``parallel_clients`` is part of the run id. Used when the method's local update is the
 default step (``Method.batchable``), every trainable tensor is a LoRA or bottleneck-adapter
 weight and the model reads packed examples faithfully (checked once on the run's own data).
@@ -70,7 +70,7 @@ def batchable(exp) -> bool:
 
 
 # ``--parallel-clients auto``: the activations one pass may hold, estimated at
-# BYTES_PER_UNIT bytes per token x hidden size x layers (measured on the tiny model: README,
+# BYTES_PER_UNIT bytes per token x hidden size x layers (measured on the tiny model: docs/performance.md,
 # "Batched clients"), at the longest training example; a function of the spec, not of the
 # memory free at the time, so the same spec trains in the same groups on every machine
 AUTO_BUDGET = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}

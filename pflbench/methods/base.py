@@ -271,7 +271,7 @@ class Method:
         return use_adapters(model, self.shared_adapters)
 
 
-# The interface's version, raised when a hook's signature or meaning changes (README, "Changes
+# The interface's version, raised when a hook's signature or meaning changes (docs/methods/adding.md, "Changes
 # to the interface"): 1 prepare, local_update, aggregate(shared, updates); 2 aggregate gets the
 # round's ``info``, ``deployed`` and ``shared_alone`` hooks, state and messages in ``ctx``;
 # 3 ``batchable``.
@@ -299,7 +299,7 @@ def check_interface(cls: Any, name: str, package: str) -> None:
         except TypeError:
             got = ", ".join(inspect.signature(mine).parameters)
             raise UserError(f"{where} overrides {hook}({got}), but pflbench's method interface {INTERFACE} calls "
-                            f"{hook}({', '.join(expected)}); update the plugin (README, Changes to the interface)") from None
+                            f"{hook}({', '.join(expected)}); update the plugin (docs/methods/adding.md, Changes to the interface)") from None
         except ValueError:
             continue  # no signature to read (a builtin): left to the run
 

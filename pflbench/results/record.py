@@ -1,4 +1,4 @@
-"""The run record (schema ``pflbench.run/1``, documented in README "Results schema") and
+"""The run record (schema ``pflbench.run/1``, documented in docs/results.md) and
 the folders it is written to.
 
 A run in progress lives in ``RESULTS_DIR/RUN_ID.partial/``:
