@@ -62,6 +62,7 @@ browser:
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 test: setup browser docs
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q --durations=20
 	$(BIN)/pflbench budget check --budget leaderboard/budget.json
 

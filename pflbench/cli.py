@@ -17,7 +17,7 @@ import typer
 from tabulate import tabulate
 
 from pflbench import registry
-from pflbench.config import RunSpec, parse_options, parse_seeds, resolve_spec
+from pflbench.config import RunSpec, parse_options, parse_seeds
 from pflbench.errors import UserError
 from pflbench.registry import describe
 
@@ -95,6 +95,8 @@ def _spec(method, task, model, channel, codec, clients, clients_per_round, round
           batch_size, lr, seed, eval_every, opt, device, parallel_clients=None, precision=None, init=None) -> RunSpec:
     """The resolved spec: a flag given wins, then the task card's defaults, then the method's
     learning rate, then the suite's defaults (None: the flag was not given)."""
+    from pflbench.federation.resolve import resolve_spec  # deferred: imports torch, which --help and list do not need
+
     return resolve_spec(
         method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
@@ -293,7 +295,7 @@ def sweep(
     """Run every combination of a suite file into RESULTS_DIR, then write
     RESULTS_DIR/leaderboard.md. Finished runs are kept, interrupted ones resume: stopped at any
     moment and started again, a sweep runs nothing twice and loses nothing."""
-    from pflbench.results import sweep as sw
+    from pflbench.orchestration import sweep as sw
 
     _use_data_dir(data_dir)
     if jobs < 1:
@@ -388,7 +390,7 @@ _budget_codecs = typer.Option(None, help="comma-separated codecs (default: the b
 
 def _budget_lines(budget: Path, methods: Optional[str], codecs: Optional[str], new_file: bool = False):
     from pflbench.federation.codec import make_codec
-    from pflbench.results import budget as b
+    from pflbench.orchestration import budget as b
 
     data = {"about": b.ABOUT, "model": "tiny", b.KEY: {}} if new_file and not budget.exists() else b.read(budget)
     codec_list = [c.strip() for c in codecs.split(",") if c.strip()] if codecs else None
@@ -426,7 +428,7 @@ def budget_check(budget: Path = _budget_file, methods: Optional[str] = _budget_m
 @budget_app.command("update")
 def budget_update(budget: Path = _budget_file, methods: Optional[str] = _budget_methods, codecs: Optional[str] = _budget_codecs) -> None:
     """Measure and write the figures into the budget file (created if missing)."""
-    from pflbench.results import budget as b
+    from pflbench.orchestration import budget as b
 
     data, lines = _budget_lines(budget, methods, codecs, new_file=True)
     b.write(budget, b.updated(data, lines))

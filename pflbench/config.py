@@ -3,10 +3,9 @@
 Frozen and validated on construction; its canonical JSON (sorted keys, no whitespace)
 is hashed into the run id, so the same spec always gets the same id.
 
-``resolve_spec`` builds the spec of a command line: a setting the user gave wins, then the
-task card's ``defaults`` (its recommended budget), then the method's own (its learning
-rate), then the suite's (the field defaults below). The spec holds the resolved values, so
-the run id covers them.
+A value type only: building the spec of a command line from the task card's and the
+method's defaults is ``pflbench.federation.resolve.resolve_spec``, one layer above the
+things it resolves.
 """
 
 from __future__ import annotations
@@ -15,9 +14,12 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pflbench.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the value types need no torch at run time
+    import torch
 
 
 PRECISIONS = ("fp32", "bf16")  # --precision (pflbench.models.precision)
@@ -58,7 +60,7 @@ class RunSpec:
     # ``NAME@HASH``, ``data.cards.card_identity``): how to find it, not what it is, so it is
     # carried to workers and written in the record but is no part of the run id
     card: str = ""
-    # what else changes a result, filled by ``resolve_spec``: the suite's version, the method's
+    # what else changes a result, filled by ``federation.resolve.resolve_spec``: the suite's version, the method's
     # package, version and code, the data actually read (see docs/results.md)
     provenance: dict[str, str] = field(default_factory=dict)
 
@@ -144,63 +146,6 @@ def parse_parallel(value: int | str) -> int | str:
     return k
 
 
-def resolve_spec(**given: Any) -> RunSpec:
-    """A RunSpec from the settings the user gave (``None``: not given): flag, then the task
-    card's defaults, then the method's learning rate, then the suite's defaults."""
-    from pflbench import registry
-    from pflbench.data.cards import resolve_task
-
-    flags = {k: v for k, v in given.items() if v is not None}
-    task = resolve_task(flags.get("task", RunSpec.task))
-    values = {**task.defaults, **flags}
-    if task.identity:  # a card given by path: its identity, whatever path was typed
-        values["task"], values["card"] = task.identity, task.origin
-    method = registry.methods.get(values.get("method", RunSpec.method))
-    if values.get("lr") is None:
-        values["lr"] = method.default_lr
-    if values.get("parallel_clients") is None:
-        values["parallel_clients"] = "auto"
-    if values.get("device") == "auto":
-        import torch
-
-        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    values["provenance"] = provenance(values.get("method", RunSpec.method), method, task)
-    return RunSpec(**values)
-
-
-def provenance(name: str, method: Any, task: Any) -> dict[str, str]:
-    """The suite's version; the method's package, its version and a hash of its module's
-    source (editing a plugin changes the run id); the data the task reads."""
-    from pathlib import Path
-
-    from pflbench import __version__
-    from pflbench.data.sources import fingerprint
-
-    return {"pflbench": __version__, "method": method_provenance(name, method),
-            "data": fingerprint(task.name, task.source, Path(task.origin).parent if task.origin else None)}
-
-
-def method_provenance(name: str, method: Any) -> str:
-    """``PACKAGE==VERSION code:HASH`` of a registered method class."""
-    import hashlib
-    import inspect
-    from importlib.metadata import PackageNotFoundError, version
-    from pathlib import Path
-
-    from pflbench import registry
-
-    package = registry.methods.entries()[name].package
-    try:
-        package_version = version(package)
-    except PackageNotFoundError:
-        package_version = "?"
-    try:
-        code = hashlib.sha256(Path(inspect.getfile(method)).read_bytes()).hexdigest()[:12]
-    except (OSError, TypeError):
-        code = "?"
-    return f"{package}=={package_version} code:{code}"
-
-
 def parse_options(pairs: list[str]) -> dict[str, str]:
     """``["rank=8", "global_part=lora"]`` -> dict; one clear error for a malformed pair."""
     out: dict[str, str] = {}
@@ -230,3 +175,14 @@ def parse_seeds(text: str) -> list[int]:
 
 
 MAX_SEEDS = 10_000
+
+
+@dataclass(frozen=True)
+class Update:
+    """A delivered upload, decoded: the deltas of the shared tensors it carried (all of them
+    unless the client uploaded a subset) and its messages."""
+
+    client: int
+    num_samples: int
+    delta: dict[str, torch.Tensor]
+    messages: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -3,7 +3,11 @@
 Entries come from Python entry-point groups (``pflbench.methods``, ``pflbench.tasks``,
 ``pflbench.channels``, ``pflbench.models``, ``pflbench.rewards``), so a separately installed package adds a
 method without touching this repository. The suite's own components are registered the
-same way, in its ``pyproject.toml``.
+same way, in its ``pyproject.toml``, and so are the two hooks a kind may have: a *source*
+(group ``pflbench.sources``, named by kind: a function returning many entries at once, as
+the built-in task and channel cards do) and a *check* run on each loaded object (group
+``pflbench.checks``: the method interface's). This module imports nothing of the suite above
+itself: everything it lists is found by name.
 """
 
 from __future__ import annotations
@@ -31,12 +35,9 @@ BUILTIN = "pflbench"
 class Registry(Generic[T]):
     """Names -> lazily loaded objects, from an entry-point group plus any extra sources."""
 
-    def __init__(self, kind: str, group: str, extra: Callable[[], dict[str, Entry[T]]] | None = None,
-                 check: Callable[[Any, str, str], None] | None = None):
-        self.kind = kind  # "method", "task", ... used in messages
+    def __init__(self, kind: str, group: str):
+        self.kind = kind  # "method", "task", ... used in messages; names its source and check entry points
         self.group = group
-        self._extra = extra
-        self._check = check  # check(obj, name, package) on load: a UserError for an entry that cannot work
         self._entries: dict[str, Entry[T]] | None = None
         self._loaded: dict[str, T] = {}
         self.conflicts: dict[str, list[str]] = {}  # name -> every package registering it, when several do
@@ -48,8 +49,10 @@ class Registry(Generic[T]):
         has only the qualified forms. One warning line per such name, on first use."""
         if self._entries is None:
             by_name: dict[str, list[Entry[T]]] = {}
-            for entry in (self._extra() if self._extra is not None else {}).values():
-                by_name.setdefault(entry.name, []).append(entry)
+            for source in entry_points(group="pflbench.sources", name=self.kind):
+                package = source.dist.name if source.dist is not None else "?"
+                for entry in source.load()().values():
+                    by_name.setdefault(entry.name, []).append(Entry(entry.name, entry.load, entry.origin, package))
             for ep in entry_points(group=self.group):
                 package = ep.dist.name if ep.dist is not None else "?"
                 same = by_name.setdefault(ep.name, [])
@@ -121,10 +124,16 @@ class Registry(Generic[T]):
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise UserError(f"{self.kind} {name!r} (package {entry.package}, entry point {entry.origin}) failed to load: "
                                 f"{type(exc).__name__}{': ' + first if first else ''}") from None
-            if self._check is not None:
-                self._check(obj, name, entry.package)
+            for check in self._checks():
+                check(obj, name, entry.package)
             self._loaded[name] = obj
         return self._loaded[name]
+
+    def _checks(self) -> list[Callable[[Any, str, str], None]]:
+        """check(obj, name, package) on load, a UserError for an entry that cannot work: the
+        suite's own only (a plugin cannot loosen what a method must be)."""
+        return [ep.load() for ep in entry_points(group="pflbench.checks", name=self.kind)
+                if ep.dist is not None and ep.dist.name == BUILTIN]
 
     def refresh(self) -> None:
         """Forget cached entries (after installing a plugin in the same process)."""
@@ -139,26 +148,9 @@ def describe(obj: Any) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _builtin_task_cards() -> dict[str, Entry]:
-    from pflbench.data.cards import builtin_card_entries
-
-    return builtin_card_entries()
-
-
-def _builtin_channel_cards() -> dict[str, Entry]:
-    from pflbench.channel.cards import builtin_channel_entries
-
-    return builtin_channel_entries()
-
-
-def _check_method(obj: Any, name: str, package: str) -> None:
-    from pflbench.methods.base import check_interface
-
-    check_interface(obj, name, package)
-
-
-methods: Registry = Registry("method", "pflbench.methods", check=_check_method)
-tasks: Registry = Registry("task", "pflbench.tasks", extra=_builtin_task_cards)
-channels: Registry = Registry("channel", "pflbench.channels", extra=_builtin_channel_cards)
+methods: Registry = Registry("method", "pflbench.methods")
+tasks: Registry = Registry("task", "pflbench.tasks")
+channels: Registry = Registry("channel", "pflbench.channels")
 models: Registry = Registry("model", "pflbench.models")
 rewards: Registry = Registry("reward", "pflbench.rewards")
+metrics: Registry = Registry("metric", "pflbench.metrics")

@@ -9,7 +9,8 @@ import pytest
 from pflbench.data.cards import parse_card, resolve_task
 from pflbench.data.generators import synth_align
 from pflbench.errors import UserError
-from pflbench.rewards.mixture import Mixture, client_weights
+from pflbench.data.mixture import client_weights
+from pflbench.rewards.mixture import Mixture
 
 CARD = {
     "name": "align-test", "kind": "reward", "description": "d", "source": {"generator": "synth-align"},
@@ -83,7 +84,7 @@ def test_task_show_lists_each_clients_weights(cli):
 def align_runs():
     """Every built-in method, a couple of small rounds of RL on synth-align."""
     from pflbench import registry
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
     from pflbench.federation.engine import run
 
     out = {}
@@ -138,7 +139,7 @@ def test_under_pfit_clients_who_value_helpfulness_comply_more_with_conflicting_r
     """Personalization shows in behaviour: over three seeds at the card's defaults, clients
     whose helpfulness weight is above one half refuse conflicting requests less often than
     those below."""
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
     from pflbench.federation.engine import run
 
     high, low = [], []

@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pflbench.evaluation.metrics import score
 from pflbench.federation.codec import HEADER_BYTES, FP32Codec
-from pflbench.federation.engine import Runner, resolve
+from pflbench.federation.engine import Runner
+from pflbench.federation.resolve import resolve
 from pflbench.methods import LocalContext, RoundInfo, Update, use_adapters
 from pflbench.models.adapters import weigh_adapters
 
@@ -125,11 +127,11 @@ def test_ditto_deploys_its_personal_lora_and_its_shared_score_is_the_global_mode
         client = exp.clients[c["client"]]
         load(runner.store.initial)
         with use_adapters(model, ["global"]):  # the global model alone
-            assert task.score(model, client) == c["shared"]
+            assert score(task, model, client) == c["shared"]
         if c["trained"]:
             load(runner.store.get(c["client"]))
             with use_adapters(model, ["personal"]):
-                assert task.score(model, client) == c["personal"]
+                assert score(task, model, client) == c["personal"]
             personal = runner.store.get(c["client"])
             assert any(not torch.equal(t, runner.global_shared[n.replace(".personal.", ".global.")]) for n, t in personal.items())
         else:  # a client that never trained is deployed with the global model

@@ -11,7 +11,8 @@ import torch
 from pflbench import registry
 from pflbench.federation import batched
 from pflbench.federation.batched import batchable, clients_per_pass
-from pflbench.federation.engine import Runner, resolve
+from pflbench.federation.engine import Runner
+from pflbench.federation.resolve import resolve
 
 # docs/performance.md, "Batched clients": what the tolerance is, and why
 LOSS_RTOL, TENSOR_ATOL = 1e-5, 1e-3
@@ -173,7 +174,8 @@ def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, 
 
 
 def test_how_many_clients_train_together_is_part_of_the_run_id(small_spec):
-    from pflbench.config import RunSpec, resolve_spec
+    from pflbench.config import RunSpec
+    from pflbench.federation.resolve import resolve_spec
 
     one = small_spec()
     assert "parallel_clients" not in one.to_dict()  # at 1, the spec's JSON (and run id) is the one from before the field

@@ -4,7 +4,8 @@ runs each once as a plain test."""
 import pytest
 import torch
 
-from pflbench.federation.engine import Runner, resolve
+from pflbench.federation.engine import Runner
+from pflbench.federation.resolve import resolve
 from pflbench.federation.store import ClientStore
 from pflbench.models import load_model
 
@@ -37,7 +38,7 @@ def test_one_rl_round_and_engine_overhead(benchmark, small_spec):
     4 responses) on tiny-chat. Compute here is generation, reward scoring, forward, backward
     and optimizer; the rest (decoding text, advantages, tensor plumbing) is overhead, target
     at most 5% of the round."""
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
 
     spec = resolve_spec(method="pfit", task="synth-align", clients=8, clients_per_round=4, local_steps=4, rounds=2)
     runner = Runner(resolve(spec), None, None)

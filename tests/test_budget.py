@@ -9,7 +9,7 @@ import pytest
 
 from pflbench import registry
 from pflbench.methods import LoraOptions, Method, Parts
-from pflbench.results.budget import KEY, measure
+from pflbench.orchestration.budget import KEY, measure
 
 # `make test` runs `pflbench budget check --budget leaderboard/budget.json` after the tests
 BUDGET_FILE = Path(__file__).resolve().parents[1] / "leaderboard" / "budget.json"
@@ -85,7 +85,7 @@ def test_a_budget_update_that_cannot_finish_leaves_the_old_budget_whole(tmp_path
     """A full disk in the middle of writing: the budget file keeps its old content (it is
     written beside and renamed over), and the failure is one line."""
     from pflbench.errors import UserError
-    from pflbench.results import budget
+    from pflbench.orchestration import budget
 
     path = tmp_path / "budget.json"
     old = {"about": "x", KEY: {"pftt": {"fp32": 26256}}}

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pflbench.config import RunSpec
-from pflbench.federation.engine import Runner, resolve
+from pflbench.federation.engine import Runner
+from pflbench.federation.resolve import resolve
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ import torch
 from pflbench import registry
 from pflbench.config import RunSpec
 from pflbench.federation.codec import HEADER_BYTES, CODECS, Schema, make_codec
-from pflbench.federation.engine import Runner, resolve, run
+from pflbench.federation.engine import Runner, run
+from pflbench.federation.resolve import resolve
 from pflbench.methods import (LocalContext, LocalResult, LoraOptions, Method, Parts, RoundInfo, Update, fedavg,
                               train_steps)
 from pflbench.results.record import strip_timing

@@ -5,6 +5,8 @@ import math
 import pytest
 
 from pflbench.evaluation.metrics import (
+    evaluate,
+    evaluate_clients,
     exact_match, final_number, final_number_match, normalize, rouge_l, token_f1,
 )
 
@@ -79,8 +81,8 @@ def test_many_clients_on_one_model_score_as_each_client_alone():
     loaded = load_model("tiny")
     task = resolve_task("synth-classify")
     clients = task.clients(loaded.tokenizer, 6, seed=1)
-    alone = [task.evaluate(loaded.model, c) for c in clients]
-    together = task.evaluate_many(loaded.model, clients)
+    alone = [evaluate(task, loaded.model, c) for c in clients]
+    together = evaluate_clients(task, loaded.model, clients)
     assert together == alone
     assert len({a["score"] for a in alone}) > 1  # the clients differ, so a mix-up would show
-    assert task.evaluate_many(loaded.model, []) == []
+    assert evaluate_clients(task, loaded.model, []) == []

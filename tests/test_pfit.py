@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pflbench.federation.codec import HEADER_BYTES
-from pflbench.federation.engine import resolve, run
+from pflbench.federation.engine import run
+from pflbench.federation.resolve import resolve
 
 
 def test_payload_holds_exactly_the_last_blocks_shared_lora_never_the_private_one(small_spec):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pflbench.federation.codec import HEADER_BYTES, FP32Codec
-from pflbench.federation.engine import Runner, resolve, run
+from pflbench.federation.engine import Runner, run
+from pflbench.federation.resolve import resolve
 
 
 def _numel(model, names):

@@ -25,7 +25,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished 3-round run in its results folder, and its record."""
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
 
     out = tmp_path_factory.mktemp("results")
     spec = resolve_spec(clients=4, clients_per_round=2, rounds=3, local_steps=2, batch_size=4, method="fedavg-lora", codec="topk:0.5")
@@ -288,7 +288,7 @@ def test_the_run_id_covers_versions_code_data_and_device(tmp_path, monkeypatch):
     import inspect
 
     from pflbench import __version__, registry
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
 
     spec = resolve_spec(method="fedavg-lora")
     module = Path(inspect.getfile(registry.methods.get("fedavg-lora")))

@@ -14,7 +14,7 @@ import pytest
 
 from pflbench.errors import UserError
 from pflbench.results.record import load_records, strip_timing
-from pflbench.results.sweep import expand, load_suite
+from pflbench.orchestration.sweep import expand, load_suite
 
 SUITE = """
 methods: [fedavg-lora, local-only]
@@ -179,7 +179,7 @@ def test_every_shipped_suite_expands(suite, monkeypatch):
     the grid they describe (the smollm2 suite asks for cuda, which resolves without a GPU)."""
     s = load_suite(suite)
     specs = expand(s)
-    from pflbench.results.sweep import method_names, seeds_of
+    from pflbench.orchestration.sweep import method_names, seeds_of
 
     assert len(specs) == (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.codecs) * len(s.models)
                           * len(seeds_of(s.seeds)))

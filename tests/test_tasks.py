@@ -171,7 +171,7 @@ def test_a_card_is_one_task_through_any_path_and_two_cards_of_one_name_are_two(t
     code, out, _ = cli("table", str(tmp_path / "r"))
     assert code == 0 and out.count(f"### {first} ") == 1 and f"### {edited['spec']['task']} " in out
     # a built-in card keeps its registered name (and every earlier record its run id)
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
 
     assert resolve_spec(task="synth-world").task == "synth-world" and resolve_spec(task="synth-world").card == ""
     # the identity alone, in a process that never read the card, says what to give instead
@@ -250,7 +250,8 @@ def test_task_show_renders_every_template_and_catches_what_a_run_would(cli, tmp_
 
 
 def test_card_defaults_come_after_flags_and_before_the_method_and_the_suite(tmp_path):
-    from pflbench.config import RunSpec, resolve_spec
+    from pflbench.config import RunSpec
+    from pflbench.federation.resolve import resolve_spec
 
     card = tmp_path / "budget.yaml"
     card.write_text(CARD.replace("metric: perplexity", "metric: perplexity\nmin_examples: 1") +

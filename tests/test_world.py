@@ -5,7 +5,7 @@ import pytest
 
 from pflbench.data.generators import WORLD_ATTRIBUTES, WORLD_FORMS, WORLD_REFUSAL, WORLD_SENSITIVE, synth_world
 from pflbench.evaluation import metrics
-from pflbench.evaluation.metrics import has_fact, has_form
+from pflbench.evaluation.metrics import evaluate, has_fact, has_form
 
 
 def test_each_user_trains_on_its_own_entities_and_is_tested_on_others_too():
@@ -83,7 +83,7 @@ def test_knowledge_style_scores_by_hand(world, monkeypatch, answers):
         return ["" for _ in examples]
 
     monkeypatch.setattr(metrics, "_answers", fake)
-    got = task.evaluate(model, client)
+    got = evaluate(task, model, client)
     if answers == "own":
         assert got == pytest.approx({"score": 100, "knowledge": 100, "knowledge_seen": 100, "knowledge_unseen": 100, "style": 100})
     elif answers == "other-form":
@@ -97,7 +97,7 @@ def test_knowledge_style_scores_by_hand(world, monkeypatch, answers):
 @pytest.fixture(scope="module")
 def references():
     """local-only and fedavg-lora on synth-world at the card's budget, seeds 0-2."""
-    from pflbench.config import resolve_spec
+    from pflbench.federation.resolve import resolve_spec
     from pflbench.federation.engine import run
     from pflbench.results.table import Row
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from pflbench.channel import pathloss
 from pflbench.channel.base import DELIVERED, LATE, LOST, Channel, Link, Outcome
+from pflbench.config import Update
 
 PLACE_TAG = 0x91ACE
 
@@ -184,8 +185,6 @@ class AirCompChannel(WirelessChannel):
 
     def combine(self, updates, rng):
         import torch
-
-        from pflbench.methods.base import Update
 
         if not updates:
             return updates

@@ -15,6 +15,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
+from pflbench import registry
+from pflbench.data.mixture import check_mixture
 from pflbench.data.task import Task
 from pflbench.errors import UserError, shown
 from pflbench.registry import Entry
@@ -84,7 +86,6 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     from pflbench.data.partition import normalize
     from pflbench.data.preprocess import PREPROCESSORS
     from pflbench.data.sources import source_kind
-    from pflbench.evaluation.metrics import METRICS
 
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a YAML mapping")
@@ -97,8 +98,8 @@ def parse_card(data: Any, where: str, origin: str = "") -> Task:
     _check_types(data, where)
     if data["kind"] not in KINDS:
         raise UserError(f"{where}: kind must be one of {', '.join(KINDS)}, got {data['kind']!r}")
-    if data["metric"] not in METRICS:
-        raise UserError(f"{where}: unknown metric {data['metric']!r}; choose one of: {', '.join(METRICS)}")
+    if data["metric"] not in registry.metrics.names():
+        raise UserError(f"{where}: unknown metric {data['metric']!r}; choose one of: {', '.join(registry.metrics.names())}")
     if not isinstance(data["source"], dict):
         raise UserError(f"{where}: source must be a mapping, e.g. {{hf: org/name, split: train}} or {{file: data.jsonl}}")
     try:
@@ -156,8 +157,6 @@ def _check_template(template: Any, key: str, where: str) -> None:
 
 def _check_reward_card(data: dict[str, Any], where: str) -> None:
     """A reward card: its prompts, its reward models by role, each client's mixture."""
-    from pflbench.rewards.mixture import check_mixture
-
     if data["metric"] != "mixture-reward":
         raise UserError(f"{where}: a card of kind reward is scored by metric mixture-reward, got {data['metric']!r}")
     if data.get("prompt") is None or data.get("text") is not None:
@@ -227,8 +226,6 @@ def builtin_card_entries() -> dict[str, Entry]:
 
 def resolve_task(name: str) -> Task:
     """A registered task name, or a path to a card file."""
-    from pflbench import registry
-
     if name.endswith((".yaml", ".yml")) and name not in registry.tasks.names():
         return load_card(name)
     if "@" in name and name not in registry.tasks.names():  # a card's identity (card_identity)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pflbench.data.mixture import client_weights
 from pflbench.errors import UserError
 
 TASK_SEED_TAG = 0x7A5C  # mixes the run seed into per-client split generators
@@ -135,23 +136,7 @@ class Task:
 
     # ---- reward tasks ------------------------------------------------------------------
     def client_weights(self, name: str, rows: list[dict[str, Any]], seed: int) -> dict[str, float]:
-        from pflbench.rewards.mixture import client_weights
-
         return client_weights(self.mixture, list(self.rewards), name, rows, seed)
-
-    def load_rewards(self, progress=None, device=None):
-        """The card's reward models (``pflbench.rewards.mixture.Mixture``), loaded once (and
-        trained first where one is not cached yet)."""
-        if self._mixture is None:
-            from pflbench.rewards import resolve_reward
-            from pflbench.rewards.mixture import Mixture
-
-            self._mixture = Mixture({role: resolve_reward(name, progress) for role, name in self.rewards.items()})
-        if device is not None:
-            for r in self._mixture.rewards.values():
-                if getattr(r, "model", None) is not None:
-                    r.model.to(device)
-        return self._mixture
 
     def prompt_text(self, example: Example) -> str:
         """The prompt as the reward models read it."""
@@ -207,40 +192,6 @@ class Task:
 
     def train_batch(self, client: ClientData, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return lm_batch(self.train_prompts(client, batch_size, generator), self._pad_id)
-
-    # ---- scoring ----------------------------------------------------------------------
-    def evaluate(self, model, client: ClientData) -> dict[str, float]:
-        """``{"score": ...}`` on the client's test split, plus the metric's diagnostic
-        sub-scores where it has some (``knowledge-style``: knowledge, style, ...)."""
-        return self.evaluate_many(model, [client])[0]
-
-    def evaluate_many(self, model, clients: list[ClientData], route=None) -> list[dict[str, float]]:
-        """``evaluate`` of each client, all in one batched pass (``Metric.score_many``): on
-        the one model, or with ``route`` each client through its own stacked adapters
-        (``federation.batched``). A metric scored against the client itself (its reward
-        mixture) goes client by client, and takes no ``route``."""
-        from pflbench.evaluation.metrics import METRICS
-
-        metric = METRICS[self.metric]
-        if metric.per_client:
-            if route is not None:
-                raise ValueError(f"metric {self.metric} scores client by client: it cannot score stacked clients")
-            values = [metric.score_client(self, model, c) for c in clients]
-        else:
-            values = metric.score_many(self, model, [c.test for c in clients], route) if clients else []
-        return [dict(v) if isinstance(v, dict) else {"score": v} for v in values]
-
-    def score(self, model, client: ClientData) -> float:
-        return self.evaluate(model, client)["score"]
-
-    def test_units(self, client: ClientData) -> int:
-        """What the metric averages over on this client's test split: target tokens for
-        token metrics, answers (examples) for the others."""
-        from pflbench.evaluation.metrics import TOKEN_METRICS
-
-        if self.metric in TOKEN_METRICS:
-            return sum(len(e.ids) - max(e.prompt_len, 1) for e in client.test)
-        return len(client.test)
 
 
 def _has_fields(template: str, row: dict[str, Any]) -> bool:

@@ -17,6 +17,12 @@ from typing import Callable, Optional
 
 import torch
 
+from pflbench.data.task import left_padded, lm_batch
+from pflbench.registry import Entry
+from pflbench.rewards import load_rewards
+from pflbench.rewards.mixture import Mixture
+from pflbench.rewards.rules import refusal
+
 EVAL_BATCH = 32
 MANY_BATCH = 256  # sequences per forward when many clients are scored on one model
 
@@ -125,7 +131,6 @@ def _owners(groups, per_item: int = 1) -> list[int]:
 @torch.no_grad()
 def _token_stats(model, groups, pad_id, route=None):
     """Per group: (correct top-1 predictions, predicted tokens, summed NLL) over answer tokens."""
-    from pflbench.data.task import lm_batch
 
     examples, owners = [e for g in groups for e in g], _owners(groups)
     stats = [[0, 0, 0.0] for _ in groups]
@@ -179,7 +184,6 @@ def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_
              owners: list[int] | None = None, route=None) -> list[list[int]]:
     """Greedy continuations of left-padded prompt batches (``owners``/``route``: whose
     adapters answer each prompt, see above)."""
-    from pflbench.data.task import left_padded
 
     out = []
     was_training = model.training
@@ -345,7 +349,6 @@ def _preference_accuracy(task, model, groups, route=None):
 
 # ---- reward tasks --------------------------------------------------------------------------
 def is_refusal(answer: str) -> bool:
-    from pflbench.rewards.rules import refusal
 
     return refusal([""], [answer])[0] > 0
 
@@ -358,11 +361,10 @@ def _mixture_reward(task, model, client):
     ``conflict_field``) answered with a refusal; ``knowledge``, the share of answers that
     contain their record's reference answer, where it has one (split by the record's ``seen``
     when it has one: the client trained on that prompt, or not)."""
-    from pflbench.rewards.mixture import Mixture
 
     examples = client.test
     texts = _answers(task, model, [examples])
-    points = task.load_rewards().points([task.prompt_text(e) for e in examples], texts)
+    points = load_rewards(task).points([task.prompt_text(e) for e in examples], texts)
     mixed = Mixture.combine(points, client.weights)
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     out = {"score": mean(mixed), **{role: mean(v) for role, v in points.items()}}
@@ -395,3 +397,43 @@ METRICS = {m.name: m for m in (
            score_client=_mixture_reward),
 )}
 TOKEN_METRICS = ("next-token-accuracy", "perplexity")  # averaged over target tokens; the others over answers
+
+
+# ---- scoring a task's clients ------------------------------------------------------------
+def evaluate_clients(task, model, clients: list, route=None) -> list[dict[str, float]]:
+    """``{"score": ...}`` of each client on its test split, plus the metric's diagnostic
+    sub-scores where it has some (``knowledge-style``: knowledge, style, ...), all in one
+    batched pass (``Metric.score_many``): on the one model, or with ``route`` each client
+    through its own stacked adapters (``federation.batched``). A metric scored against the
+    client itself (its reward mixture) goes client by client, and takes no ``route``."""
+    metric = METRICS[task.metric]
+    if metric.per_client:
+        if route is not None:
+            raise ValueError(f"metric {task.metric} scores client by client: it cannot score stacked clients")
+        values = [metric.score_client(task, model, c) for c in clients]
+    else:
+        values = metric.score_many(task, model, [c.test for c in clients], route) if clients else []
+    return [dict(v) if isinstance(v, dict) else {"score": v} for v in values]
+
+
+def evaluate(task, model, client) -> dict[str, float]:
+    """``evaluate_clients`` of one client."""
+    return evaluate_clients(task, model, [client])[0]
+
+
+def score(task, model, client) -> float:
+    return evaluate(task, model, client)["score"]
+
+
+def test_units(task, client) -> int:
+    """What the task's metric averages over on this client's test split: target tokens for
+    token metrics, answers (examples) for the others."""
+    if task.metric in TOKEN_METRICS:
+        return sum(len(e.ids) - max(e.prompt_len, 1) for e in client.test)
+    return len(client.test)
+
+
+def metric_entries() -> dict:
+    """The built-in metrics as registry entries (the ``pflbench.sources`` entry point named
+    ``metric``): a task card names one of them."""
+    return {name: Entry(name, lambda m=m: m, f"pflbench.evaluation.metrics:{name}") for name, m in METRICS.items()}

@@ -77,7 +77,7 @@ class _Worker:
 
     def __init__(self, spec_dict: dict, threads: int):
         from pflbench.config import RunSpec
-        from pflbench.federation.engine import resolve
+        from pflbench.federation.resolve import resolve
 
         torch.set_num_threads(threads)
         self.exp = resolve(RunSpec.from_dict(spec_dict))

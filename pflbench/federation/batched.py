@@ -34,8 +34,10 @@ from typing import Any, Iterator
 
 import torch
 
+from pflbench.evaluation.metrics import evaluate_clients
 from pflbench.federation.client import ClientJob, ClientOutcome, client_generator, divergence
 from pflbench.models.adapters import BottleneckAdapter
+from pflbench.rewards import load_rewards
 
 
 def _slots(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
@@ -313,7 +315,7 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
         from pflbench.methods.base import rl_config
 
         reference = [t.detach().clone() for t in stacked.values()]
-        cfg, reward_models = rl_config(task), task.load_rewards()
+        cfg, reward_models = rl_config(task), load_rewards(task)
         step = lambda route: _rl_step(exp, model, route, clients, gens, reference, stacked, cfg, reward_models)  # noqa: E731
     else:
         step = lambda route: _sft_step(exp, model, route, clients, gens)  # noqa: E731
@@ -360,10 +362,10 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
         for at in range(0, len(clients), k):
             stacked = {n: torch.stack([p[n].to(exp.device) for p in private[at : at + k]]) for n in exp.parts.private}
             with _stacked_forward(model, stacked) as route, method.deployed(model, {}):
-                personal += task.evaluate_many(model, clients[at : at + k], route)
+                personal += evaluate_clients(task, model, clients[at : at + k], route)
         _load(params, initial_private)
         with method.shared_alone(model):
-            shared = task.evaluate_many(model, clients)
+            shared = evaluate_clients(task, model, clients)
     for client, mine, alone in zip(clients, personal, shared):
         out.append({"client": client.id, "name": client.name, "personal": mine.pop("score"), "shared": alone["score"],
                     "trained": client.id in participation, "diagnostics": mine})

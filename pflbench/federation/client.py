@@ -23,6 +23,7 @@ import torch
 
 from pflbench import registry
 from pflbench.errors import UserError
+from pflbench.evaluation.metrics import evaluate, evaluate_clients, score
 from pflbench.federation.codec import Schema
 from pflbench.methods.base import LocalContext
 
@@ -146,10 +147,10 @@ def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private
     _load(params, global_shared)
     _load(params, private)
     with method.deployed(model, state):
-        personal = exp.task.evaluate(model, client)
+        personal = evaluate(exp.task, model, client)
     _load(params, initial_private)
     with method.shared_alone(model):
-        shared = exp.task.score(model, client)
+        shared = score(exp.task, model, client)
     return {"client": client.id, "name": client.name, "personal": personal.pop("score"), "shared": shared,
             "trained": trained, "diagnostics": personal}
 
@@ -166,7 +167,7 @@ def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Ten
     _load(params, global_shared)
     _load(params, initial_private)
     with method.shared_alone(model):
-        results = exp.task.evaluate_many(model, clients)
+        results = evaluate_clients(exp.task, model, clients)
     out = []
     for client, personal in zip(clients, results):
         score = personal.pop("score")

@@ -9,34 +9,30 @@ All randomness comes from generators seeded by (seed, round, client).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from pflbench import __version__, registry
-from pflbench.channel.base import DELIVERED, LATE, LOST, Channel
+from pflbench import __version__
+from pflbench.channel.base import DELIVERED, LATE, LOST
 from pflbench.config import RunSpec
-from pflbench.channel.cards import resolve_channel
-from pflbench.data.cards import resolve_task
-from pflbench.data.task import ClientData, Task
 from pflbench.errors import UserError
-from pflbench.evaluation.metrics import majority_label_scores
+from pflbench.evaluation.metrics import majority_label_scores, test_units
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend
 from pflbench.federation.batched import evaluate_batched, evaluates_batched
 from pflbench.federation.client import ClientJob, PluginFailed, evaluate_client, evaluate_shared_alone, payload_schema, plugin_hook
-from pflbench.federation.codec import Codec, FP32Codec, Schema, make_codec
+from pflbench.federation.codec import FP32Codec, Schema
+from pflbench.federation.resolve import Experiment, method_provenance, resolve, resolve_components
 from pflbench.federation.store import ClientStore
-from pflbench.methods.base import Method, Parts, RoundInfo, Update
-from pflbench.models import LoadedModel, Progress, load_model
-from pflbench.models.precision import apply_precision, check_precision
+from pflbench.methods.base import Method, RoundInfo, Update
+from pflbench.models import Progress
 from pflbench.results.record import SCHEMA, RunWriter
 
 # tags that keep the generators of different purposes apart
-SAMPLE_TAG, CHANNEL_TAG, INIT_TAG = 1, 2, 4  # 3: the client generators (federation.client)
+SAMPLE_TAG, CHANNEL_TAG = 1, 2  # 3: the client generators (federation.client); 4: the initial weights (federation.resolve)
 
 # on_round(record): called after each round with its record (progress display)
 RoundHook = Callable[[dict[str, Any]], None]
@@ -46,51 +42,6 @@ def round_rng(seed: int, round_idx: int, tag: int) -> np.random.Generator:
     return np.random.default_rng([seed, round_idx, tag])
 
 
-@dataclass
-class Experiment:
-    """Everything a RunSpec resolves to."""
-
-    spec: RunSpec
-    method: Method
-    task: Task
-    channel: Channel
-    codec: Codec
-    loaded: LoadedModel
-    clients: list[ClientData]
-    parts: Parts
-    device: torch.device
-
-
-def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec]:
-    """The cheap part of resolving a spec: names and options, checked before anything heavy."""
-    method = registry.methods.get(spec.method)(spec.method_options)
-    task = resolve_task(spec.card or spec.task)
-    if spec.card and task.identity != spec.task:
-        raise UserError(f"task card {spec.card} changed after this run was planned ({spec.task}, now {task.identity}); "
-                        f"plan it again")
-    return method, task, resolve_channel(spec.channel), make_codec(spec.codec)
-
-
-def resolve(spec: RunSpec, progress: Progress | None = None,
-            components: tuple[Method, Task, Channel, Codec] | None = None) -> Experiment:
-    method, task, channel, codec = components or resolve_components(spec)
-    dev = _device(spec.device)  # before the model loads: a typo costs nothing
-    check_precision(spec.precision, dev)
-    loaded = load_model(spec.model, progress, spec.init)
-    clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
-    if task.kind == "reward":
-        task.load_rewards(progress, dev)
-    torch.manual_seed(int(np.random.SeedSequence([spec.seed, INIT_TAG]).generate_state(1)[0]))
-    parts = method.prepare(loaded.model)
-    _check_parts(parts, loaded.model, spec.method)
-    loaded.model.to(dev)
-    trainable = set(parts.shared) | set(parts.private)
-    for name, p in loaded.model.named_parameters():
-        p.requires_grad_(name in trainable)
-    apply_precision(loaded.model, spec.precision, dev)
-    return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev)
-
-
 def payload_bytes(method: str, model: str = "tiny", codec: str = "fp32", options: dict[str, str] | None = None) -> int:
     """The exact length of one client's upload in one round of ``method`` on ``model`` under
     ``codec`` (one client, one local step of batch 2): what its payload really holds, messages
@@ -98,30 +49,6 @@ def payload_bytes(method: str, model: str = "tiny", codec: str = "fp32", options
     spec = RunSpec(method=method, codec=codec, model=model, clients=2, clients_per_round=1, rounds=1, local_steps=1,
                    batch_size=2, method_options=dict(options or {}))
     return run(spec, None)["rounds"][0]["uplink_bytes"]
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or auto") from None
-
-
-def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
-    names = {n for n, _ in model.named_parameters()}
-    missing = [n for n in parts.shared + parts.private if n not in names]
-    if missing:
-        raise ValueError(f"method {method!r} named parameters the model does not have: {missing[:3]}")
-    both = set(parts.shared) & set(parts.private)
-    if both:
-        raise ValueError(f"method {method!r} declared parameters both shared and private: {sorted(both)[:3]}")
-    clash = sorted(set(parts.messages) & names)
-    if clash:
-        raise ValueError(f"method {method!r} named a message like a parameter: {clash[0]}")
 
 
 def run(spec: RunSpec, results_dir: Path | str | None = None, *,
@@ -394,7 +321,7 @@ class Runner:
             },
             "task": {
                 "name": exp.task.name, "kind": exp.task.kind, "metric": exp.task.metric, "clients": [c.name for c in exp.clients],
-                "test_examples": [len(c.test) for c in exp.clients], "test_units": [exp.task.test_units(c) for c in exp.clients],
+                "test_examples": [len(c.test) for c in exp.clients], "test_units": [test_units(exp.task, c) for c in exp.clients],
                 **({"rewards": exp.task.rewards, "roles": list(exp.task.rewards), "weights": [c.weights for c in exp.clients]}
                    if exp.task.kind == "reward" else {}),
             },
@@ -409,7 +336,6 @@ def method_identity(spec: RunSpec, method: Method) -> dict[str, Any]:
     """The method as the record names it: registered name, options, the package that provides
     it, that package's version and a hash of the method's source (the spec's provenance, or
     read now for a spec built without one)."""
-    from pflbench.config import method_provenance
 
     package, _, rest = (spec.provenance.get("method") or method_provenance(spec.method, type(method))).partition("==")
     version, _, code = rest.partition(" code:")

@@ -53,7 +53,7 @@ _EXPERIMENTS: dict[str, Any] = {}  # spec JSON -> (experiment, schema, initial p
 def _experiment(spec):
     key = spec.canonical_json()
     if key not in _EXPERIMENTS:
-        from pflbench.federation.engine import resolve
+        from pflbench.federation.resolve import resolve
 
         exp = resolve(spec)
         params = dict(exp.loaded.model.named_parameters())
@@ -199,7 +199,8 @@ def server_app(spec_path: Path):
 
         from safetensors.torch import save_file
 
-        from pflbench.federation.engine import Runner, resolve
+        from pflbench.federation.engine import Runner
+        from pflbench.federation.resolve import resolve
         from pflbench.results.record import dumps
 
         import os

@@ -31,8 +31,10 @@ from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 
+from pflbench.config import Update  # a value type the channel uses too: it lives at the bottom
 from pflbench.errors import UserError
 from pflbench.models.adapters import use_adapters
+from pflbench.rewards import load_rewards
 
 
 @dataclass(frozen=True)
@@ -118,17 +120,6 @@ class LocalResult:
 
 
 @dataclass(frozen=True)
-class Update:
-    """A delivered upload, decoded: the deltas of the shared tensors it carried (all of them
-    unless the client uploaded a subset) and its messages."""
-
-    client: int
-    num_samples: int
-    delta: dict[str, torch.Tensor]
-    messages: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class RoundInfo:
     """The federation's facts in a round, as ``aggregate`` sees them."""
 
@@ -195,7 +186,7 @@ def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
         return float("nan")
     task = ctx.task
     cfg = rl_config(task, **settings)
-    reward = task.load_rewards().reward_fn(ctx.client.weights)
+    reward = load_rewards(task).reward_fn(ctx.client.weights)
 
     def prompts():
         while True:

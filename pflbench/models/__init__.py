@@ -4,78 +4,13 @@ Face id or local path. One model is loaded per run; clients differ only in small
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
 
+from pflbench import registry
 from pflbench.errors import UserError
+from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir, describe_size
 
-# progress(label, done, total): how long work (pretraining, conversion) reports itself
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    model: Any  # a transformers causal LM
-    tokenizer: Any  # a transformers tokenizer with pad and eos tokens
-    source: str  # where the weights came from
-
-
-class ModelSource:
-    """A registered model: ``load`` returns a ready ``LoadedModel`` (building and caching
-    it the first time if needed)."""
-
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    parameters: ClassVar[int] = 0  # the loaded model's parameter count (checked by a test); 0: unknown
-    licence: ClassVar[str] = "?"  # the weights' licence or terms
-    # the model's architecture config as shipped with the suite (models/configs/NAME.json):
-    # what ``--init random`` builds when the weights are not at hand
-    config_file: ClassVar[str] = ""
-
-    def load(self, progress: Progress | None = None) -> LoadedModel:
-        raise NotImplementedError
-
-    def offline(self) -> bool:
-        """Whether ``load`` works without a network (its files are installed or cached)."""
-        return True
-
-
-def build_into(target: Path, build: Callable[[Path], None]) -> None:
-    """Run ``build(folder)`` in a fresh temporary folder beside ``target`` and rename it into
-    place when it returns: an interrupted or failed build leaves nothing half written, and
-    when another process finished ``target`` first, its copy is kept."""
-    import shutil
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp)
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def describe_size(parameters: int) -> str:
-    """``134.5M``, ``540k``: a parameter count for a listing (``?`` when unknown)."""
-    if parameters <= 0:
-        return "?"
-    return f"{parameters / 1e6:.1f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}k"
-
-
-def cache_dir() -> Path:
-    """``$PFLBENCH_CACHE``, else ``$XDG_CACHE_HOME/pflbench``, else ``~/.cache/pflbench``."""
-    root = os.environ.get("PFLBENCH_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pflbench"
-
+__all__ = ["LoadedModel", "ModelSource", "Progress", "build_into", "cache_dir", "describe_size", "load_model", "random_model"]
 
 CONFIGS = Path(__file__).parent / "configs"  # architecture configs shipped with the suite
 
@@ -84,8 +19,6 @@ def load_model(name: str, progress: Progress | None = None, init: str = "pretrai
     """The model ``name`` with its weights; ``init="random"``: its architecture only (see
     ``random_model``)."""
     from transformers.utils import logging as hf_logging
-
-    from pflbench import registry
 
     hf_logging.disable_progress_bar()  # the CLI draws its own progress
     if init == "random":
@@ -113,8 +46,7 @@ def random_model(name: str, progress: Progress | None = None) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pflbench import registry
-    from pflbench.models.tiny import tokenizer as tiny_tokenizer
+    from pflbench.models.tiny import tokenizer as tiny_tokenizer  # deferred: the zoo lists models without loading tokenizers
 
     if name in registry.models.names() and registry.models.get(name).config_file:
         path = CONFIGS / registry.models.get(name).config_file
@@ -138,7 +70,6 @@ def random_model(name: str, progress: Progress | None = None) -> LoadedModel:
 
 def _load_pretrained(name: str) -> LoadedModel:
     """A Hugging Face id or a local directory, from local files first."""
-    from pflbench import registry
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")

@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 
 from pflbench.errors import UserError
-from pflbench.models import LoadedModel, ModelSource, Progress, build_into, cache_dir
+from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
 
 
 def package_dir(module: str, missing: str) -> Path:

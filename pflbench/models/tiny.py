@@ -14,7 +14,7 @@ import json
 import torch
 
 from pflbench.errors import UserError
-from pflbench.models import LoadedModel, ModelSource, Progress, build_into, cache_dir
+from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
 
 VERSION = "tiny-v1"
 VOCAB = 1024

@@ -18,6 +18,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from pflbench import registry
 from pflbench.results.stats import Estimate, Paired, estimate, paired
 
 # spec fields that make a row, besides the method; the seed is what a row aggregates over
@@ -142,9 +143,7 @@ def _headline(task: str, rows: list[Row], shared: dict[str, Any]) -> str:
     metric = first["summary"]["metric"]
     parts = [f"{k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in shared.items() if k != "method_options" or v]
     seeds = sorted({s for r in rows for s in r.seeds})
-    from pflbench.evaluation.metrics import METRICS
-
-    direction = "points, higher is better" if METRICS[metric].higher_is_better else "lower is better"
+    direction = "points, higher is better" if registry.metrics.get(metric).higher_is_better else "lower is better"
     return (f"### {task} (score: {metric}, {direction})\n\n"
             f"Shared by every row: {', '.join(parts)}; seeds {_seed_list(seeds)}.")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from pflbench.errors import UserError
+from pflbench.rewards.mixture import Mixture
 
 EVAL_BATCH = 32
 
@@ -220,3 +221,15 @@ def resolve_reward(name: str, progress=None) -> Reward:
             return RuleReward(name, obj)
         raise UserError(f"reward {name!r} is registered as {type(obj).__name__}, not a Reward class or a callable")
     return HFReward(name).load(progress)
+
+
+def load_rewards(task, progress=None, device=None):
+    """A reward card's reward models (``rewards.mixture.Mixture``), loaded once per task (and
+    trained first where one is not cached yet), on ``device`` when given."""
+    if task._mixture is None:
+        task._mixture = Mixture({role: resolve_reward(name, progress) for role, name in task.rewards.items()})
+    if device is not None:
+        for r in task._mixture.rewards.values():
+            if getattr(r, "model", None) is not None:
+                r.model.to(device)
+    return task._mixture

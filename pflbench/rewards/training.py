@@ -57,7 +57,6 @@ def train_reward_model(reward, progress=None) -> None:
     from trl import RewardConfig, RewardTrainer
 
     from pflbench.models import build_into
-    from pflbench.rewards import _ClassifierReward
 
     hf_logging.set_verbosity_error()
     train, test = split_pairs(reward.pairs(), reward.seed)
@@ -90,10 +89,12 @@ def train_reward_model(reward, progress=None) -> None:
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        scorer = _ClassifierReward()  # measured as every later use reads it: from the saved files
-        scorer.model, scorer.tokenizer = _load(tmp)
-        meta = {"held_out_pairs": len(test), "train_pairs": len(train), "steps": reward.steps,
-                **held_out_stats(scorer, test)}
+        reward.model, reward.tokenizer = _load(tmp)  # measured as every later use reads it: from the saved files
+        try:
+            stats = held_out_stats(reward, test)
+        finally:
+            reward.model = reward.tokenizer = None
+        meta = {"held_out_pairs": len(test), "train_pairs": len(train), "steps": reward.steps, **stats}
         (tmp / "pflbench.json").write_text(json.dumps(meta, indent=2))
 
     build_into(reward.path, build)

@@ -33,8 +33,9 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
-from pflbench.config import PRECISIONS, RunSpec, resolve_spec
+from pflbench.config import PRECISIONS, RunSpec
 from pflbench.errors import UserError, shown
+from pflbench.federation.resolve import device_of, resolve_components, resolve_spec
 
 Positive = Annotated[StrictInt, Field(gt=0)]
 Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
@@ -172,7 +173,6 @@ def _check_components(specs: list[RunSpec]) -> None:
     now (cheaply, nothing loads): a typo fails the plan and --dry-run, not the run that
     reaches it an hour later."""
     from pflbench import registry
-    from pflbench.federation.engine import _device, resolve_components
 
     seen: set[tuple] = set()
     for spec in specs:
@@ -181,7 +181,7 @@ def _check_components(specs: list[RunSpec]) -> None:
             seen.add(key)
             resolve_components(spec)
             registry.models.get(spec.model)
-            _device(spec.device)
+            device_of(spec.device)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""What every model of the zoo is: the loaded model, a registered model's source, the cache
+folder and the build-then-rename that fills it. The zoo (``pflbench.models``) and each
+registered model import these; nothing here knows a particular model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+# progress(label, done, total): how long work (pretraining, conversion) reports itself
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: Any  # a transformers causal LM
+    tokenizer: Any  # a transformers tokenizer with pad and eos tokens
+    source: str  # where the weights came from
+
+
+class ModelSource:
+    """A registered model: ``load`` returns a ready ``LoadedModel`` (building and caching
+    it the first time if needed)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    parameters: ClassVar[int] = 0  # the loaded model's parameter count (checked by a test); 0: unknown
+    licence: ClassVar[str] = "?"  # the weights' licence or terms
+    # the model's architecture config as shipped with the suite (models/configs/NAME.json):
+    # what ``--init random`` builds when the weights are not at hand
+    config_file: ClassVar[str] = ""
+
+    def load(self, progress: Progress | None = None) -> LoadedModel:
+        raise NotImplementedError
+
+    def offline(self) -> bool:
+        """Whether ``load`` works without a network (its files are installed or cached)."""
+        return True
+
+
+def build_into(target: Path, build: Callable[[Path], None]) -> None:
+    """Run ``build(folder)`` in a fresh temporary folder beside ``target`` and rename it into
+    place when it returns: an interrupted or failed build leaves nothing half written, and
+    when another process finished ``target`` first, its copy is kept."""
+    import shutil
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def describe_size(parameters: int) -> str:
+    """``134.5M``, ``540k``: a parameter count for a listing (``?`` when unknown)."""
+    if parameters <= 0:
+        return "?"
+    return f"{parameters / 1e6:.1f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}k"
+
+
+def cache_dir() -> Path:
+    """``$PFLBENCH_CACHE``, else ``$XDG_CACHE_HOME/pflbench``, else ``~/.cache/pflbench``."""
+    root = os.environ.get("PFLBENCH_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pflbench"
