@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pflbench import registry
 from pflbench.channel.pathloss import PATH_LOSS_MODELS
 from pflbench.channel.wireless import AirCompChannel, WirelessChannel, WirelessParams
 from pflbench.errors import UserError, shown
@@ -172,7 +173,6 @@ def builtin_channel_entries() -> dict[str, Entry]:
 
 def resolve_channel(name: str):
     """A fresh channel: a registered name, or a path to a channel card."""
-    from pflbench import registry
 
     if name.endswith((".yaml", ".yml")) and name not in registry.channels.names():
         return load_channel_card(name)

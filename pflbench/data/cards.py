@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from pflbench import registry
+from pflbench.config import CARD_DEFAULTS
 from pflbench.data.mixture import check_mixture
+from pflbench.data.partition import normalize
+from pflbench.data.preprocess import PREPROCESSORS
+from pflbench.data.sources import fingerprint, source_kind
 from pflbench.data.task import Task
 from pflbench.errors import UserError, shown
 from pflbench.registry import Entry
@@ -83,10 +85,6 @@ def _check_types(data: dict[str, Any], where: str) -> None:
 
 
 def parse_card(data: Any, where: str, origin: str = "") -> Task:
-    from pflbench.data.partition import normalize
-    from pflbench.data.preprocess import PREPROCESSORS
-    from pflbench.data.sources import source_kind
-
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a YAML mapping")
     missing = [k for k in REQUIRED if k not in data]
@@ -171,7 +169,6 @@ def _check_reward_card(data: dict[str, Any], where: str) -> None:
 
 def _card_defaults(data: Any, where: str) -> dict[str, Any]:
     """``defaults:`` (the card's recommended budget), checked against the settings a card may set."""
-    from pflbench.config import CARD_DEFAULTS
 
     unknown = sorted(shown(k) for k in set(data) - set(CARD_DEFAULTS))
     if unknown:
@@ -212,7 +209,6 @@ def card_identity(data: dict[str, Any], task: Task) -> str:
     import hashlib
     import json
 
-    from pflbench.data.sources import fingerprint
 
     content = json.dumps(data, sort_keys=True, default=str)
     data_id = fingerprint(task.name, task.source, Path(task.origin).parent)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pflbench.data.shakespeare import character_speeches
+
 
 def shakespeare_records() -> list[dict[str, Any]]:
-    from pflbench.data.shakespeare import character_speeches
-
     return [
         {"character": key, "text": speech}
         for key, speeches in character_speeches(min_speeches=1).items()

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pflbench.data.generators import GENERATORS
+from pflbench.data.packages import PACKAGES
 from pflbench.errors import UserError
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -182,12 +184,9 @@ def load_records(card_name: str, source: dict[str, Any], card_dir: Path | None =
     if kind == "file":
         return load_file(_file_path(source, card_dir))
     if kind == "package":
-        from pflbench.data.packages import PACKAGES
-
         if source["package"] not in PACKAGES:
             raise UserError(f"unknown data package {source['package']!r}; choose one of: {', '.join(PACKAGES)}")
         return PACKAGES[source["package"]]()
-    from pflbench.data.generators import GENERATORS
 
     name = source["generator"]
     if name not in GENERATORS:

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 from pflbench.data.mixture import client_weights
+from pflbench.data.partition import partition
+from pflbench.data.preprocess import PREPROCESSORS
+from pflbench.data.sources import load_records
 from pflbench.errors import UserError
 
 TASK_SEED_TAG = 0x7A5C  # mixes the run seed into per-client split generators
@@ -86,9 +89,6 @@ class Task:
 
     # ---- records ----------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
-        from pflbench.data.preprocess import PREPROCESSORS
-        from pflbench.data.sources import load_records
-
         rows = load_records(self.name, self.source, Path(self.origin).parent if self.origin else None)
         if self.preprocess:
             rows = PREPROCESSORS[self.preprocess](rows)
@@ -113,8 +113,6 @@ class Task:
 
     # ---- clients ----------------------------------------------------------------------
     def clients(self, tokenizer, n: int, seed: int) -> list[ClientData]:
-        from pflbench.data.partition import partition
-
         self._tokenizer, self._pad_id, self._eos_id = tokenizer, tokenizer.pad_token_id, tokenizer.eos_token_id
         groups = partition(self, self.records(), n, seed)
         out = []

@@ -22,8 +22,11 @@ from typing import Iterator, Optional, Protocol
 
 import torch
 
+from pflbench.config import RunSpec
 from pflbench.errors import UserError
+from pflbench.federation.batched import clients_per_pass, groups, train_batched
 from pflbench.federation.client import ClientJob, ClientOutcome, payload_schema, train_client
+from pflbench.federation.resolve import resolve
 
 BACKENDS = ("local", "ray")
 
@@ -54,14 +57,10 @@ class LocalBackend:
     holds_client_state = False
 
     def __init__(self, exp):
-        from pflbench.federation.batched import clients_per_pass
-
         self.exp, self.schema = exp, payload_schema(exp)
         self.parallel = clients_per_pass(exp, exp.spec.parallel_clients)
 
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
-        from pflbench.federation.batched import groups, train_batched
-
         for group in groups(jobs, self.parallel):
             if len(group) > 1:
                 yield from train_batched(self.exp, self.schema, group)
@@ -76,9 +75,6 @@ class _Worker:
     """A Ray actor: one resolved experiment (base model, adapters, clients' data)."""
 
     def __init__(self, spec_dict: dict, threads: int):
-        from pflbench.config import RunSpec
-        from pflbench.federation.resolve import resolve
-
         torch.set_num_threads(threads)
         self.exp = resolve(RunSpec.from_dict(spec_dict))
         self.schema = payload_schema(self.exp)

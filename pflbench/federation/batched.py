@@ -34,10 +34,13 @@ from typing import Any, Iterator
 
 import torch
 
-from pflbench.evaluation.metrics import evaluate_clients
-from pflbench.federation.client import ClientJob, ClientOutcome, client_generator, divergence
+from pflbench.data.task import lm_batch
+from pflbench.evaluation.metrics import METRICS, evaluate_clients
+from pflbench.federation.client import ClientJob, ClientOutcome, _load, client_generator, divergence
+from pflbench.methods.base import Method, rl_config
 from pflbench.models.adapters import BottleneckAdapter
 from pflbench.rewards import load_rewards
+from pflbench.training.rl import _token_logprobs, adamw, draw, group_advantages, grpo_rows, reference_logprobs
 
 
 def _slots(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
@@ -90,7 +93,6 @@ def clients_per_pass(exp, parallel: int | str = "auto") -> int:
     longest = max((len(e.ids) for c in exp.clients for e in c.train), default=1)
     rows = spec.batch_size
     if exp.task.kind == "reward":  # each prompt's group of sampled responses
-        from pflbench.methods.base import rl_config
 
         cfg = rl_config(exp.task)
         rows, longest = rows * cfg.group_size, longest + cfg.max_new_tokens
@@ -225,7 +227,6 @@ def _packs_faithfully(exp) -> bool:
     one by one: true of Llama-style models in transformers 5; a model that reads packing
     otherwise, or whose output is not its output layer's (logit soft-capping, say), trains
     one client at a time."""
-    from pflbench.data.task import lm_batch
 
     model, task = exp.loaded.model, exp.task
     examples = [e for c in exp.clients[:2] for e in c.train[:2] if len(e.ids) > 1]
@@ -273,7 +274,6 @@ def _rl_step(exp, model, route, clients, gens, reference, stacked, cfg, rewards)
     client's responses together. Returns the per-client losses ([k]) and mean rewards.
     ``reference``: the stacked tensors as the clients' round began; ``cfg``, ``rewards``: the
     card's RL settings and reward models."""
-    from pflbench.training.rl import _token_logprobs, draw, group_advantages, grpo_rows, reference_logprobs
 
     task, tok, dev, k = exp.task, exp.task._tokenizer, exp.device, len(clients)
     drawn, advs, means = [], [], []
@@ -298,7 +298,6 @@ def _rl_step(exp, model, route, clients, gens, reference, stacked, cfg, rewards)
 
 def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
     """Train ``jobs`` together (see the module doc); outcomes in the order of ``jobs``."""
-    from pflbench.training.rl import adamw
 
     spec, task, model = exp.spec, exp.task, exp.loaded.model
     k, dev = len(jobs), exp.device
@@ -312,8 +311,6 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
     clients = [exp.clients[j.client] for j in jobs]
     losses, rewards = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
     if task.kind == "reward":
-        from pflbench.methods.base import rl_config
-
         reference = [t.detach().clone() for t in stacked.values()]
         cfg, reward_models = rl_config(task), load_rewards(task)
         step = lambda route: _rl_step(exp, model, route, clients, gens, reference, stacked, cfg, reward_models)  # noqa: E731
@@ -351,7 +348,6 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
     through its own client's tensors in one batched pass (``Task.evaluate_many`` with a
     route); the shared part alone, the same model for all, scored together. Only where the
     method's ``deployed`` hook is the default (it does not read the client's state)."""
-    from pflbench.federation.client import _load
 
     method, model, task = exp.method, exp.loaded.model, exp.task
     params = dict(model.named_parameters())
@@ -375,8 +371,6 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
 def evaluates_batched(exp) -> bool:
     """Whether the clients of a ``batchable`` run that hold private tensors may be scored
     together (``evaluate_batched``): the method deploys them with the default hook."""
-    from pflbench.evaluation.metrics import METRICS
-    from pflbench.methods.base import Method
 
     return (type(exp.method).deployed is Method.deployed and bool(exp.parts.private)
             and not METRICS[exp.task.metric].per_client)

@@ -23,9 +23,20 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from pflbench import __version__
+from pflbench.config import RunSpec
 from pflbench.errors import UserError
-from pflbench.federation.client import (ClientJob, ClientOutcome, evaluate_client, evaluate_shared_alone, payload_schema,
-                                       train_client)
+from pflbench.federation.client import (
+    ClientJob,
+    ClientOutcome,
+    evaluate_client,
+    evaluate_shared_alone,
+    payload_schema,
+    train_client,
+)
+from pflbench.federation.engine import Runner
+from pflbench.federation.resolve import resolve
+from pflbench.results.record import atomic_write, dumps
 
 SPEC_FILE = "spec.json"
 
@@ -41,8 +52,6 @@ def _flwr():
 
 
 def read_spec(path: Path):
-    from pflbench.config import RunSpec
-
     return RunSpec.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -53,8 +62,6 @@ _EXPERIMENTS: dict[str, Any] = {}  # spec JSON -> (experiment, schema, initial p
 def _experiment(spec):
     key = spec.canonical_json()
     if key not in _EXPERIMENTS:
-        from pflbench.federation.resolve import resolve
-
         exp = resolve(spec)
         params = dict(exp.loaded.model.named_parameters())
         initial = {n: params[n].detach().clone() for n in exp.parts.private}
@@ -195,15 +202,10 @@ def server_app(spec_path: Path):
 
     @app.main()
     def main(grid, context):
+        import os
         import time
 
         from safetensors.torch import save_file
-
-        from pflbench.federation.engine import Runner
-        from pflbench.federation.resolve import resolve
-        from pflbench.results.record import dumps
-
-        import os
 
         out = Path(os.environ.get("PFLBENCH_FLOWER_RESULTS") or str(context.run_config.get("results-dir", "results")))
         t0 = time.perf_counter()
@@ -283,7 +285,6 @@ def export(spec, out: Path, force: bool = False) -> list[Path]:
     A node trains its one client: the spec is written with ``parallel_clients`` 1."""
     from dataclasses import replace
 
-    from pflbench import __version__
 
     spec = replace(spec, parallel_clients=1)
     out = Path(out)
@@ -306,7 +307,6 @@ def export(spec, out: Path, force: bool = False) -> list[Path]:
     if theirs and not force:
         raise UserError(f"{theirs[0]} exists and is not this app's; export into an empty folder, or pass --force to "
                         f"overwrite {len(theirs)} file(s)")
-    from pflbench.results.record import atomic_write
 
     for path, text in files.items():
         try:

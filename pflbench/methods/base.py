@@ -35,6 +35,7 @@ from pflbench.config import Update  # a value type the channel uses too: it live
 from pflbench.errors import UserError
 from pflbench.models.adapters import use_adapters
 from pflbench.rewards import load_rewards
+from pflbench.training.rl import RLConfig, adamw, rl_steps
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,6 @@ def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
     """``steps`` supervised steps of AdamW (or ``optimizer``) on ``params``; returns the mean
     task loss. ``extra_loss`` (a proximal term, say) is added to each step's objective, not to
     the loss reported."""
-    from pflbench.training.rl import adamw
 
     if not params or steps <= 0:
         return float("nan")
@@ -166,7 +166,6 @@ def sft_steps(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
 def rl_config(task, **settings: Any):
     """The RL settings of a reward card (group size, temperature, response length), with
     ``settings`` (RLConfig fields; None: the card's) over them."""
-    from pflbench.training.rl import RLConfig
 
     card = {"group_size": task.group_size, "temperature": task.temperature, "max_new_tokens": task.max_new_tokens}
     return RLConfig(**{**card, **{k: v for k, v in settings.items() if v is not None}})
@@ -180,7 +179,6 @@ def rl_update(ctx: LocalContext, params: list[torch.nn.Parameter], steps: int,
     card sets group size, temperature and response length; ``settings`` (RLConfig fields; None:
     the card's, else the suite's) override them. Returns the mean RL loss; the mean sampled reward goes
     to ``ctx.rewards``."""
-    from pflbench.training.rl import rl_steps
 
     if not params or steps <= 0:
         return float("nan")

@@ -9,6 +9,8 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from pflbench.errors import UserError
+
 # Llama-style names (Llama, SmolLM2, Gemma, Qwen, Mistral): the query and value projections
 ATTENTION_PROJECTIONS = ("q_proj", "v_proj")
 # the same choice (LoRA's paper: query and value) for architectures that name them otherwise,
@@ -29,7 +31,6 @@ def default_targets(model: torch.nn.Module) -> tuple[str, ...]:
     for targets in (ATTENTION_PROJECTIONS, *ARCHITECTURE_TARGETS.values()):
         if set(targets) <= leaves:
             return targets
-    from pflbench.errors import UserError
 
     raise UserError(f"no known attention projections in model type {kind!r}; name the LoRA targets with --opt targets=NAME,NAME")
 
@@ -71,8 +72,6 @@ def add_lora(model: torch.nn.Module, adapter: str, rank: int = 8, alpha: int = 1
         try:
             inject_adapter_in_model(config, model, adapter_name=adapter)
         except ValueError as exc:
-            from pflbench.errors import UserError
-
             raise UserError(f"cannot attach LoRA to modules {', '.join(targets)}: {exc}".splitlines()[0]) from None
     for module in model.modules():
         if isinstance(module, LoraLayer):
@@ -119,8 +118,6 @@ def add_bottleneck_adapters(model: torch.nn.Module, name: str, bottleneck: int) 
     hidden = model.config.hidden_size
     blocks = feed_forward_blocks(model)
     if not blocks:
-        from pflbench.errors import UserError
-
         raise UserError(f"bottleneck adapters need blocks with an `mlp` feed-forward; {type(model).__name__} has none")
     ref = next(model.parameters())
     for block, mlp in blocks:

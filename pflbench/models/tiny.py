@@ -13,6 +13,9 @@ import json
 
 import torch
 
+from pflbench.data.generators import chat_demonstrations
+from pflbench.data.shakespeare import pretraining_text
+from pflbench.data.task import Example, lm_batch
 from pflbench.errors import UserError
 from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
 
@@ -49,7 +52,6 @@ def build(target, progress: Progress | None = None) -> None:
     """Train tokenizer and model, write them to ``target`` (a directory)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pflbench.data.shakespeare import pretraining_text
 
     texts = pretraining_text()
     tokenizer = _train_tokenizer(texts)
@@ -107,8 +109,6 @@ CHAT_PROMPT = "Q: {question}\nA:"  # the prompt format of synth-align's card
 def build_chat(target, progress: Progress | None = None) -> None:
     """``tiny`` after a short central SFT (every parameter) on ``chat_demonstrations``: a
     policy that already says both kinds of answer, for reinforcement learning to choose from."""
-    from pflbench.data.generators import chat_demonstrations
-    from pflbench.data.task import Example, lm_batch
 
     base = _load_cached(VERSION, build, progress)
     model, tokenizer = base.model, base.tokenizer

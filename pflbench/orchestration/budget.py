@@ -16,7 +16,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pflbench import registry
 from pflbench.errors import UserError
+from pflbench.federation.engine import payload_bytes
+from pflbench.results.record import atomic_write
+from pflbench.yamlcards import MAX_CARD_BYTES, NotRegularFile, TooLarge, read_bounded
 
 DEFAULT_CODECS = ("fp32", "fp16", "int8", "topk:0.1")
 KEY = "uplink_bytes_per_client_round"
@@ -26,7 +30,6 @@ ABOUT = ("Uplink bytes per client-round (one client, one local step), measured f
 
 def measure(method: str, codec: str, model: str = "tiny") -> int:
     """Uplink bytes of one client-round of ``method`` under ``codec`` on ``model``."""
-    from pflbench.federation.engine import payload_bytes
 
     return payload_bytes(method, model, codec)
 
@@ -34,7 +37,6 @@ def measure(method: str, codec: str, model: str = "tiny") -> int:
 def read(path: Path) -> dict:
     """The budget file: ``{KEY: {METHOD: {CODEC: BYTES}}}`` with every figure a non-negative
     integer and at least one figure; anything else is one line."""
-    from pflbench.yamlcards import MAX_CARD_BYTES, NotRegularFile, TooLarge, read_bounded
 
     path = Path(path)
     try:
@@ -71,7 +73,6 @@ def write(path: Path, data: dict) -> None:
     head = {k: v for k, v in data.items() if k != KEY}
     lines = ",\n".join(f"    {json.dumps(m)}: {json.dumps(v)}" for m, v in table.items())
     text = json.dumps(head, indent=2)[:-2] + (",\n" if head else "") + f'  "{KEY}": {{\n{lines}\n  }}\n}}\n'
-    from pflbench.results.record import atomic_write
 
     try:
         atomic_write(Path(path), text)  # the old budget stays whole if this fails (a full disk, a folder in its place)
@@ -102,7 +103,6 @@ class Line:
 def compare(data: dict, methods: list[str] | None, codecs: list[str] | None, progress=None) -> list[Line]:
     """Measure ``methods`` (default: every method in the budget) under ``codecs`` (default: the
     budget's codecs for that method, or the standard ones)."""
-    from pflbench import registry
 
     table = data[KEY]
     known = registry.methods.names()

@@ -33,9 +33,13 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
-from pflbench.config import PRECISIONS, RunSpec
+from pflbench import registry
+from pflbench.config import MAX_SEEDS, PRECISIONS, RunSpec, parse_seeds
 from pflbench.errors import UserError, shown
+from pflbench.federation.engine import run
 from pflbench.federation.resolve import device_of, resolve_components, resolve_spec
+from pflbench.results.record import CHECKPOINT, load_records, partial_dir, read_record
+from pflbench.yamlcards import read_card
 
 Positive = Annotated[StrictInt, Field(gt=0)]
 Scalar = Union[StrictStr, StrictInt, StrictFloat, StrictBool]
@@ -90,8 +94,6 @@ class Suite(Settings):
 
 
 def load_suite(path: Path) -> Suite:
-    from pflbench.yamlcards import read_card
-
     data, where = read_card(Path(path), "suite")
     if not isinstance(data, dict):
         raise UserError(f"{where}: a suite file is a mapping of settings (methods:, tasks:, seeds:, ...)")
@@ -107,19 +109,14 @@ def seeds_of(value: Union[str, int, list[int]]) -> list[int]:
     if isinstance(value, int):
         return [value]
     if isinstance(value, list):
-        from pflbench.config import MAX_SEEDS
-
         if len(value) > MAX_SEEDS:
             raise UserError(f"seeds: more than {MAX_SEEDS:,} seeds")
         return sorted(set(value))
-    from pflbench.config import parse_seeds
 
     return parse_seeds(value)
 
 
 def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> list[str]:
-    from pflbench import registry
-
     return registry.methods.usable(None if suite.methods == "all" else list(suite.methods), warn)
 
 
@@ -172,7 +169,6 @@ def _check_components(specs: list[RunSpec]) -> None:
     """Each distinct channel, codec, model, device and method option of the grid, resolved
     now (cheaply, nothing loads): a typo fails the plan and --dry-run, not the run that
     reaches it an hour later."""
-    from pflbench import registry
 
     seen: set[tuple] = set()
     for spec in specs:
@@ -199,7 +195,6 @@ def plan(specs: list[RunSpec], results_dir: Path) -> list[Planned]:
     """Each run's status in ``results_dir`` and its estimated time: the wall time per unit of
     work (rounds x clients per round x local steps) of earlier runs of the same task, method,
     model and device, else of the same task and model, times this run's work."""
-    from pflbench.results.record import CHECKPOINT, load_records, partial_dir
 
     rates: dict[tuple, list[float]] = {}
     if Path(results_dir).is_dir():
@@ -234,8 +229,6 @@ def run_one(spec_dict: dict[str, Any], results_dir: str, threads: int | None = N
         import torch
 
         torch.set_num_threads(threads)
-    from pflbench.federation.engine import run
-    from pflbench.results.record import read_record
 
     spec = RunSpec(**spec_dict)
     done = read_record(Path(results_dir) / spec.run_id)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pflbench import registry
 from pflbench.errors import UserError
 
 
@@ -152,8 +153,6 @@ def method_style(method: str) -> tuple[str, str]:
     if method in METHOD_STYLE:
         return METHOD_STYLE[method]
     try:
-        from pflbench import registry
-
         plugins = sorted(n for n in registry.methods.names() if n not in METHOD_STYLE)
     except Exception:  # noqa: BLE001 - a broken plugin must not stop a figure of old records
         plugins = []

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pflbench.errors import UserError
+from pflbench.yamlcards import TooLarge, read_bounded
 
 SCHEMA = "pflbench.run/1"
 TIMING_KEYS = ("wall_s", "timing")  # the only fields that differ between identical runs
@@ -176,7 +177,6 @@ def _no_constant(name: str) -> float:
 def _read(path: Path) -> dict[str, Any]:
     """The record in ``path``, checked (``check_record``); raises one of ``UNREADABLE``. Strict
     JSON: NaN and Infinity, which the suite never writes, are refused."""
-    from pflbench.yamlcards import TooLarge, read_bounded
 
     try:
         raw = read_bounded(path, MAX_RECORD_BYTES)

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from pflbench.errors import UserError
+from pflbench.results import plots
+from pflbench.results.record import dumps
+from pflbench.results.table import channel_table, group, render, render_csv, summary_rows, task_table
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -34,9 +37,6 @@ def _task_html(text: str) -> str:
 def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
     """Write report.md, report.csv, report.json, the figures (PNG) and report.html into
     ``out``; return the files written."""
-    from pflbench.results import plots
-    from pflbench.results.record import dumps
-    from pflbench.results.table import channel_table, group, render, render_csv, summary_rows, task_table
 
     if not records:
         raise UserError("no finished run records to report on")

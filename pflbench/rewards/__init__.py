@@ -21,8 +21,12 @@ import os
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from pflbench import registry
+from pflbench.data.cards import resolve_task
 from pflbench.errors import UserError
+from pflbench.models import cache_dir
 from pflbench.rewards.mixture import Mixture
+from pflbench.rewards.training import RECIPE, load_classifier, train_reward_model
 
 EVAL_BATCH = 32
 
@@ -101,15 +105,9 @@ class TrainedReward(_ClassifierReward):
 
     @property
     def path(self) -> Path:
-        from pflbench.models import cache_dir
-
-        from pflbench.rewards.training import RECIPE
-
         return cache_dir() / "rewards" / f"{self.name}-v{self.version}-r{RECIPE}-{self.backbone}-seed{self.seed}"
 
     def load(self, progress=None) -> "TrainedReward":
-        from pflbench.rewards.training import load_classifier, train_reward_model
-
         if not (self.path / "pflbench.json").exists():
             train_reward_model(self, progress)
         try:
@@ -142,7 +140,6 @@ class CardReward(TrainedReward):
     def pairs(self):
         import numpy as np
 
-        from pflbench.data.cards import resolve_task
 
         task = resolve_task(self.card)
         if task.kind != "preference":
@@ -179,7 +176,6 @@ class HFReward(_ClassifierReward):
     def load(self, progress=None) -> "HFReward":
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from pflbench import registry
 
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         local_only = offline or Path(self.name).exists()
@@ -208,7 +204,6 @@ def resolve_reward(name: str, progress=None) -> Reward:
     trained first where a trained one is not cached yet."""
     from transformers.utils import logging as hf_logging
 
-    from pflbench import registry
 
     hf_logging.disable_progress_bar()  # the CLI draws its own progress
     if name in registry.rewards.names():

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from pflbench.models import build_into, load_model
+
 # part of every trained reward model's cache key (``r2`` in the folder name): raise it when the
 # training recipe below changes, so no cache trained the old way is read as the new one.
 # 2: fp32 without gradient checkpointing on every machine (1 had trl's bf16 autocast default).
@@ -40,8 +42,6 @@ def held_out_stats(reward, pairs: list[dict[str, str]]) -> dict[str, float]:
 
 
 def _backbone_path(name: str) -> Path:
-    from pflbench.models import load_model
-
     loaded = load_model(name)
     if loaded.source and Path(loaded.source).is_dir():
         return Path(loaded.source)
@@ -56,7 +56,6 @@ def train_reward_model(reward, progress=None) -> None:
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig, RewardTrainer
 
-    from pflbench.models import build_into
 
     hf_logging.set_verbosity_error()
     train, test = split_pairs(reward.pairs(), reward.seed)
