@@ -35,7 +35,7 @@ def export_flower(
     """Write a Flower app (ServerApp and ClientApp, flwr >= 1.21) that runs this spec: the same
     method, codec, channel and seeds, with each client's private state kept on its node. A
     file of yours in --out is never overwritten without --force."""
-    from pflbench.federation.flower import export
+    from pflbench.export.flower import export
 
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt, device)

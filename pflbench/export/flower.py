@@ -223,14 +223,14 @@ def server_app(spec_path: Path):
 _SERVER = '''"""ServerApp of {method} on {task} (written by `pflbench export flower`; the run is spec.json)."""
 from pathlib import Path
 
-from pflbench.federation.flower import server_app
+from pflbench.export.flower import server_app
 
 app = server_app(Path(__file__).with_name("spec.json"))
 '''
 _CLIENT = '''"""ClientApp of {method} on {task} (written by `pflbench export flower`; the run is spec.json)."""
 from pathlib import Path
 
-from pflbench.federation.flower import client_app
+from pflbench.export.flower import client_app
 
 app = client_app(Path(__file__).with_name("spec.json"))
 '''
@@ -241,7 +241,7 @@ import sys
 
 from pflbench_app.client_app import app as client
 from pflbench_app.server_app import app as server
-from pflbench.federation.flower import read_spec, simulate
+from pflbench.export.flower import read_spec, simulate
 
 if __name__ == "__main__":
     simulate(server, client, read_spec(__import__("pathlib").Path(__file__).with_name("spec.json")),
