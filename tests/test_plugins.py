@@ -148,3 +148,47 @@ def test_a_plugin_for_an_older_interface_fails_before_training_and_a_failing_hoo
                                          "in local_update, round 1, client")), ran.stderr
     log = ran.stderr.rsplit("traceback in ", 1)[1].strip()
     assert "Traceback" in open(log).read() and 'raise RuntimeError("index 7' in open(log).read()
+
+
+def cards_in(tmp_path):
+    """A plugin's source of task cards (what a `pflbench.sources` entry point named `task` loads)."""
+    from pflbench.data.cards import load_card
+    from pflbench.registry import Entry
+    from pflbench.yamlcards import packaged_cards
+
+    world = packaged_cards("pflbench.cards")["synth-world"]
+    card = tmp_path / "my-world.yaml"
+    card.write_text(world.read_text().replace("name: synth-world", "name: my-world"))
+    return {"my-world": Entry("my-world", lambda: load_card(card, identify=False), str(card))}
+
+
+def test_a_plugin_source_adds_task_cards_and_a_plugin_check_cannot_loosen_the_built_in(tmp_path, monkeypatch):
+    """The registry lists sources and checks found by entry point, as it lists the built-in
+    cards: a plugin's source adds its cards under its package's name; only the suite's own
+    method check runs (a plugin cannot register one that lets a broken method through)."""
+    from importlib.metadata import EntryPoint
+
+    from pflbench import registry
+
+    real = registry.entry_points
+    mine = EntryPoint("task", f"{__name__}:plugin_cards", "pflbench.sources")
+    loose = EntryPoint("method", "builtins:print", "pflbench.checks")
+
+    def with_plugin(group, name=None):
+        found = list(real(group=group, name=name)) if name else list(real(group=group))
+        extra = [ep for ep in (mine, loose) if ep.group == group and (name is None or ep.name == name)]
+        return found + extra
+
+    monkeypatch.setattr(registry, "entry_points", with_plugin)
+    monkeypatch.setattr(sys.modules[__name__], "plugin_cards", lambda: cards_in(tmp_path), raising=False)
+    registry.tasks.refresh()
+    registry.methods.refresh()
+    try:
+        entries = registry.tasks.entries()
+        assert "synth-world" in entries and entries["my-world"].package == "?"  # no distribution: a bare entry point
+        assert registry.tasks.get("my-world").name == "my-world"
+        assert [c.__module__ for c in registry.methods._checks()] == ["pflbench.methods.base"]
+    finally:
+        monkeypatch.undo()
+        registry.tasks.refresh()
+        registry.methods.refresh()
