@@ -8,6 +8,7 @@ from typing import Any
 
 from pflbench import registry
 from pflbench.errors import UserError
+from pflbench.results.table import human_bytes
 
 
 def save_figure(fig, title: str | None, path: Path, tight: bool = True) -> None:
@@ -234,13 +235,6 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def human_bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.3g} B"
-
-
 def _panels(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """(title, rows) per task, and per channel where the rows hold several: overlaying channels
     buries the points."""
@@ -374,14 +368,19 @@ def draw_score_by_round(records: list[dict[str, Any]]):
     return fig
 
 
-def score_by_round(records: list[dict[str, Any]], path: Path) -> bool:
-    """Per task: mean score over seeds at each evaluated round, a line per method. False (no
-    figure) when no run was evaluated at more than one round (``--eval-every``)."""
-    fig = draw_score_by_round(records)
+def _save_drawn(fig, path: Path) -> bool:
+    """Save a figure a ``draw_*`` function returned (it carries its title and layout); False
+    when it drew none (nothing to show)."""
     if fig is None:
         return False
     save_figure(fig, None, path, tight=False)
     return True
+
+
+def score_by_round(records: list[dict[str, Any]], path: Path) -> bool:
+    """Per task: mean score over seeds at each evaluated round, a line per method. False (no
+    figure) when no run was evaluated at more than one round (``--eval-every``)."""
+    return _save_drawn(draw_score_by_round(records), path)
 
 
 def draw_gains(rows: list[dict[str, Any]]):
@@ -416,11 +415,7 @@ def gains(rows: list[dict[str, Any]], path: Path) -> bool:
     """Per task (and channel): personalization gain against collaboration gain (the row minus
     local-only), one point per method with 95% intervals. False when no local-only runs pair
     with the rows."""
-    fig = draw_gains(rows)
-    if fig is None:
-        return False
-    save_figure(fig, None, path, tight=False)
-    return True
+    return _save_drawn(draw_gains(rows), path)
 
 
 def draw_channel_costs(rows: list[dict[str, Any]]):
@@ -457,8 +452,4 @@ def channel_costs(rows: list[dict[str, Any]], path: Path) -> bool:
     """Airtime and energy per run (log axes: they span decades) and lost-or-late updates, by
     channel, a bar per method in its colour (means over tasks and seeds). False when the
     records hold a single channel."""
-    fig = draw_channel_costs(rows)
-    if fig is None:
-        return False
-    save_figure(fig, None, path, tight=False)
-    return True
+    return _save_drawn(draw_channel_costs(rows), path)
