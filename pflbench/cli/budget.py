@@ -23,14 +23,8 @@ budget_app = typer.Typer(help="The communication budget: uplink bytes per client
 
 
 app.add_typer(budget_app, name="budget")
-
-
 _budget_file = typer.Option(Path("budget.json"), "--budget", help="the budget file (JSON)")
-
-
 _budget_methods = typer.Option(None, help="comma-separated methods (default: every method in the budget file)")
-
-
 _budget_codecs = typer.Option(None, help="comma-separated codecs (default: the budget file's, else fp32,fp16,int8,topk:0.1)")
 
 

@@ -26,23 +26,11 @@ app = typer.Typer(
 
 
 DEFAULT = RunSpec()
-
-
 DEFAULT_RESULTS = Path("results")
-
-
 REFERENCE_PAYLOAD = 67_000_000 // 8  # 67 Mbit: the payload the channel presets' sanity bands refer to
-
-
 _payload = typer.Option(None, help="bytes each client uploads (default: the --method's payload, else 67 Mbit)")
-
-
 _pmethod = typer.Option(None, "--method", help="size the payload as this method's upload (with --model, --codec)")
-
-
 _pmodel = typer.Option(DEFAULT.model, "--model", help="with --method: the model")
-
-
 _pcodec = typer.Option(DEFAULT.codec, "--codec", help="with --method: the codec")
 
 
@@ -142,56 +130,22 @@ def _execute(spec: RunSpec, results_dir: Path, quiet: bool, label: str | None = 
 
 # Options shared by `run` and `bench` ------------------------------------------------------
 _task = typer.Option(DEFAULT.task, help="registered task name, or a path to a task card (.yaml)")
-
-
 _model = typer.Option(None, help=f"registered model, Hugging Face id, or local path (default: the task card's, else {DEFAULT.model})")
-
-
 _channel = typer.Option(DEFAULT.channel, help="channel preset (see `pflbench list channels`), or a path to a channel card")
-
-
 _codec = typer.Option(DEFAULT.codec, help="uplink payload codec: fp32, fp16, bf16, int8 or topk:F (0 < F <= 1)")
-
-
 _clients = typer.Option(None, help=f"number of clients (default: the task card's, else {DEFAULT.clients})")
-
-
 _cpr = typer.Option(None, help=f"clients sampled each round (default: the task card's, else {DEFAULT.clients_per_round})")
-
-
 _rounds = typer.Option(None, help=f"federated rounds (default: the task card's, else {DEFAULT.rounds})")
-
-
 _steps = typer.Option(None, help=f"local optimizer steps per client-round (default: the task card's, else {DEFAULT.local_steps})")
-
-
 _batch = typer.Option(None, help=f"examples per local step (default: the task card's, else {DEFAULT.batch_size})")
-
-
 _lr = typer.Option(None, help="learning rate (default: the task card's, else the method's own)")
-
-
 _seed = typer.Option(DEFAULT.seed, help="seed for every random draw")
-
-
 _eval_every = typer.Option(DEFAULT.eval_every, help="evaluate every N rounds (0: after the last round only)")
-
-
 _opt = typer.Option(None, "--opt", "-o", help="method option KEY=VALUE (repeatable); see `pflbench list methods`")
-
-
 _results = typer.Option(DEFAULT_RESULTS, help="where run records are written")
-
-
 _device = typer.Option("cpu", help="cpu, cuda, cuda:N or auto")
-
-
 _precision = typer.Option("fp32", help="fp32, or bf16 where the hardware has bf16 instructions (the frozen base in bf16 under autocast, trained tensors in fp32); part of the run id (docs/models.md, Precision)")
-
-
 _init = typer.Option("pretrained", help="pretrained, or random: the model's architecture with random weights, for timing a model's size where its weights are not at hand (such runs are left out of tables)")
-
-
 _data_dir = typer.Option(None, help="local copies of hub datasets: DIR/TASK.jsonl (or .json/.csv/.parquet); also PFLBENCH_DATA_DIR")
 
 
@@ -203,14 +157,8 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
 
 
 _backend = typer.Option("local", help="where sampled clients train: local (this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
-
-
 _workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
-
-
 _ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
-
-
 _parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate (1 on --backend ray); 1: one after another. Records agree with 1 within a floating-point tolerance, and K is part of the run id (docs/performance.md, Batched clients)")
 
 
@@ -230,6 +178,4 @@ def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[st
 
 
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
-
-
 _force = typer.Option(False, "--force", help="run again a spec whose record is already in RESULTS_DIR (replaced when the new run finishes)")

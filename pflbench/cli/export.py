@@ -17,8 +17,6 @@ from pflbench.cli.common import (
 
 
 export_app = typer.Typer(help="Export a run to run elsewhere.", no_args_is_help=True)
-
-
 app.add_typer(export_app, name="export")
 
 

@@ -25,8 +25,6 @@ from pflbench.cli.common import (
 
 
 channel_app = typer.Typer(help="Inspect channel presets and cards.", no_args_is_help=True)
-
-
 app.add_typer(channel_app, name="channel")
 
 
@@ -72,8 +70,6 @@ def channel_show(
 
 
 task_app = typer.Typer(help="Inspect task cards and their partitions.", no_args_is_help=True)
-
-
 app.add_typer(task_app, name="task")
 
 
@@ -134,8 +130,6 @@ def task_show(
 
 
 reward_app = typer.Typer(help="Inspect reward models.", no_args_is_help=True)
-
-
 app.add_typer(reward_app, name="reward")
 
 
