@@ -33,6 +33,9 @@ class RunSpec:
     task: str = "shakespeare-roles"
     model: str = "tiny"
     channel: str = "ideal"
+    # who transmits each round (``channel.scheduling``); left out of the spec's JSON at
+    # "random", the uniform draw every earlier record used, so their run ids stay
+    scheduler: str = "random"
     codec: str = "fp32"
     clients: int = 8
     clients_per_round: int = 4
@@ -99,6 +102,8 @@ class RunSpec:
             del out["precision"]
         if out["init"] == "pretrained":
             del out["init"]
+        if out["scheduler"] == "random":
+            del out["scheduler"]
         if not out["card"]:
             del out["card"]
         return out

@@ -1,7 +1,7 @@
-"""One registry type for everything that plugs in: methods, tasks, channels, models, rewards.
+"""One registry type for everything that plugs in: methods, tasks, channels, schedulers, models, rewards.
 
 Entries come from Python entry-point groups (``pflbench.methods``, ``pflbench.tasks``,
-``pflbench.channels``, ``pflbench.models``, ``pflbench.rewards``), so a separately installed package adds a
+``pflbench.channels``, ``pflbench.schedulers``, ``pflbench.models``, ``pflbench.rewards``), so a separately installed package adds a
 method without touching this repository. The suite's own components are registered the
 same way, in its ``pyproject.toml``, and so are the two hooks a kind may have: a *source*
 (group ``pflbench.sources``, named by kind: a function returning many entries at once, as
@@ -154,3 +154,4 @@ channels: Registry = Registry("channel", "pflbench.channels")
 models: Registry = Registry("model", "pflbench.models")
 rewards: Registry = Registry("reward", "pflbench.rewards")
 metrics: Registry = Registry("metric", "pflbench.metrics")
+schedulers: Registry = Registry("scheduler", "pflbench.schedulers")

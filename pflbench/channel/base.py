@@ -4,11 +4,17 @@ Each round the engine asks the channel to ``realize`` a link for every sampled c
 (rate, SNR, loss probability: drawn from the round's generator), lets the clients encode
 their uploads, then hands the payloads to ``transmit``, which decides for each one whether
 it was delivered, lost or late, and what airtime and energy it cost.
+
+A channel that ``supports_scheduling`` can also realise every client's link before the
+round's clients are chosen (``channel.scheduling``): then the engine sets ``per_client``,
+and each client's draws come from its own generator, seeded by (seed, round, client), so a
+client's channel in a round does not depend on who else was scheduled.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import math
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -23,6 +29,8 @@ class Link:
     snr_db: float | None
     loss_prob: float = 0.0
     fading: float | None = None  # |g|^2 this round
+    path_gain: float | None = None  # linear gain without fading (path loss and shadowing): for allocation
+    interference_w: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -44,12 +52,30 @@ class Channel:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    supports_scheduling: ClassVar[bool] = False  # realize(..., share=k) and airtime(...) below
+    per_client: bool = False  # set by the engine before setup: per-(seed, round, client) draws
+    deadline_s: float | None = None  # the round's deadline a scheduler may plan against
+    compute_s: float = 0.0  # a client's local compute time in a round (set in setup)
+
+    @property
+    def time_varying(self) -> bool:
+        """Whether a round's channel depends on earlier rounds (correlated fading, mobility):
+        such a channel draws per client always."""
+        return False
+
+    def airtime(self, link: Link, payload_bytes: int, sharing: int) -> float:
+        """Seconds one upload of ``payload_bytes`` takes on ``link`` when ``sharing`` clients
+        share the band equally (what a scheduler weighs; ``transmit`` is the real thing)."""
+        return 0.0 if link.rate_bps is None else (8 * payload_bytes / link.rate_bps if link.rate_bps > 0 else math.inf)
 
     def setup(self, n_clients: int, seed: int, local_steps: int, n_values: int) -> None:
         """Once per run, before the first round: place the clients (seeded), note the local
         steps (compute time) and the number of values a payload carries."""
 
-    def realize(self, round_idx: int, clients: Sequence[int], rng: np.random.Generator) -> list[Link]:
+    def realize(self, round_idx: int, clients: Sequence[int], rng: np.random.Generator,
+                share: int | None = None) -> list[Link]:
+        """Each client's link this round; ``share``: how many clients share the band (default:
+        these clients), given when a scheduler looks at every client's link."""
         raise NotImplementedError
 
     def transmit(self, payload_bytes: Sequence[int], links: Sequence[Link], rng: np.random.Generator) -> tuple[list[Outcome], float]:

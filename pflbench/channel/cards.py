@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pflbench import registry
 from pflbench.channel.pathloss import PATH_LOSS_MODELS
-from pflbench.channel.wireless import AirCompChannel, WirelessChannel, WirelessParams
+from pflbench.channel.wireless import ALLOCATIONS, POWER_CONTROLS, AirCompChannel, WirelessChannel, WirelessParams
 from pflbench.errors import UserError, shown
 from pflbench.registry import Entry
 from pflbench.yamlcards import packaged_cards, read_card
@@ -22,7 +22,7 @@ from pflbench.yamlcards import packaged_cards, read_card
 KINDS = {"ofdma": WirelessChannel, "aircomp": AirCompChannel}
 SECTIONS = {"name", "kind", "description", "geometry", "path_loss", "shadowing_db", "p_tx_dbm", "bandwidth", "eta",
             "noise_figure_db", "margin_db", "interference_w", "se_max", "gamma_th_db", "loss_mode", "deadline_s",
-            "compute", "aircomp", "sources"}
+            "compute", "aircomp", "power", "mobility", "sources"}
 
 
 def _num(where: str, key: str, value: Any) -> float:
@@ -73,6 +73,11 @@ class ChannelRanges(BaseModel):
     shadowing_nlos_db: float | None = _range(0, 30, unit="dB")
     truncation: float | None = _range(0, 1, hi_open=True)
     receive_snr_db: float | None = _range(-30, 100, unit="dB")
+    target_snr_db: float | None = _range(-30, 60, unit="dB")
+    p_max_dbm: float | None = _range(-50, 60, unit="dBm")
+    speed_kmh: float | None = _range(0, 500, unit="km/h")
+    round_s: float | None = _range(0, 1e7, lo_open=True, unit="s")
+    doppler_fc_ghz: float | None = _range(0.1, 100, unit="GHz")
 
 
 # card field names, for messages (the parameters are named after the physics)
@@ -81,7 +86,9 @@ CARD_NAMES = {"bandwidth_share": "bandwidth.share", "bandwidth_per_client_hz": "
               "compute_power_w": "compute.power_w", "r_min": "geometry.r_min", "r_max": "geometry.r_max",
               "h_bs": "geometry.h_bs", "h_ut": "geometry.h_ut", "fc_ghz": "path_loss.fc_ghz", "exponent": "path_loss.exponent",
               "shadowing_los_db": "shadowing_db.los", "shadowing_nlos_db": "shadowing_db.nlos",
-              "truncation": "aircomp.truncation", "receive_snr_db": "aircomp.receive_snr_db"}
+              "truncation": "aircomp.truncation", "receive_snr_db": "aircomp.receive_snr_db",
+              "target_snr_db": "power.target_snr_db", "p_max_dbm": "power.p_max_dbm", "speed_kmh": "mobility.speed_kmh",
+              "round_s": "mobility.round_s", "doppler_fc_ghz": "mobility.fc_ghz"}
 
 
 def _check_ranges(params: WirelessParams, where: str) -> None:
@@ -115,16 +122,32 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
         ("bandwidth", {"total_hz": "bandwidth_hz", "share": "bandwidth_share", "per_client_hz": "bandwidth_per_client_hz"}),
         ("compute", {"s_per_step": "compute_s_per_step", "power_w": "compute_power_w"}),
         ("aircomp", {"truncation": "truncation", "receive_snr_db": "receive_snr_db"}),
+        ("power", {"target_snr_db": "target_snr_db", "p_max_dbm": "p_max_dbm"}),
+        ("mobility", {"speed_kmh": "speed_kmh", "round_s": "round_s", "fc_ghz": "doppler_fc_ghz"}),
     ):
         block = sub(section)
         if not isinstance(block, dict):
             raise UserError(f"{where}: {section} must be a mapping")
-        extra = sorted(set(block) - set(mapping) - ({"model"} if section == "path_loss" else set()), key=str)
+        words = {"path_loss": {"model"}, "bandwidth": {"allocation"}, "power": {"control"}, "mobility": {"waypoints"}}
+        extra = sorted(set(block) - set(mapping) - words.get(section, set()), key=str)
         if extra:
-            raise UserError(f"{where}: unknown key(s) {', '.join(map(shown, extra))} in {section}; allowed: {', '.join(mapping)}")
+            raise UserError(f"{where}: unknown key(s) {', '.join(map(shown, extra))} in {section}; "
+                            f"allowed: {', '.join([*sorted(words.get(section, ())), *mapping])}")
         for key, field in mapping.items():
             if key in block and block[key] is not None:
                 out[field] = _num(where, f"{section}.{key}", block[key])
+    for section, key, field, allowed in (("bandwidth", "allocation", "allocation", ALLOCATIONS),
+                                         ("power", "control", "power_control", POWER_CONTROLS)):
+        value = sub(section).get(key)
+        if value is not None:
+            if not isinstance(value, str) or value not in allowed:
+                raise UserError(f"{where}: {section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+            out[field] = value
+    waypoints = sub("mobility").get("waypoints")
+    if waypoints is not None:
+        if not isinstance(waypoints, bool):
+            raise UserError(f"{where}: mobility.waypoints must be true or false, got {waypoints!r}")
+        out["waypoints"] = waypoints
     model = sub("path_loss").get("model")
     if not isinstance(model, str) or model not in PATH_LOSS_MODELS:
         raise UserError(f"{where}: path_loss.model must be one of {', '.join(PATH_LOSS_MODELS)}, got {model!r}")
@@ -154,6 +177,12 @@ def params_from_card(data: Any, where: str) -> WirelessParams:
         raise UserError(f"{where}: geometry needs 0 <= r_min < r_max")
     if not (params.bandwidth_per_client_hz or params.bandwidth_hz > 0):
         raise UserError(f"{where}: bandwidth needs total_hz > 0 or per_client_hz")
+    if params.allocation != "equal" and params.bandwidth_per_client_hz:
+        raise UserError(f"{where}: bandwidth.allocation {params.allocation} shares total_hz; it cannot go with per_client_hz")
+    if params.waypoints and not params.speed_kmh:
+        raise UserError(f"{where}: mobility.waypoints needs mobility.speed_kmh > 0")
+    if params.kind == "aircomp" and (params.allocation != "equal" or params.power_control != "fixed"):
+        raise UserError(f"{where}: an aircomp channel inverts its channel itself; bandwidth.allocation and power apply to ofdma")
     return params
 
 

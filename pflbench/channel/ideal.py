@@ -8,8 +8,9 @@ from pflbench.channel.base import DELIVERED, Channel, Link, Outcome
 class IdealChannel(Channel):
     name = "ideal"
     description = "no losses, no deadline, unlimited rate: zero airtime and energy"
+    supports_scheduling = True
 
-    def realize(self, round_idx, clients, rng):
+    def realize(self, round_idx, clients, rng, share=None):
         return [Link(client=c, rate_bps=None, snr_db=None) for c in clients]
 
     def transmit(self, payload_bytes, links, rng):

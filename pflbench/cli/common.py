@@ -91,7 +91,8 @@ class _Progress:
 
 
 def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-          batch_size, lr, seed, eval_every, opt, device, parallel_clients=None, precision=None, init=None) -> RunSpec:
+          batch_size, lr, seed, eval_every, opt, device, parallel_clients=None, precision=None, init=None,
+          scheduler=None) -> RunSpec:
     """The resolved spec: a flag given wins, then the task card's defaults, then the method's
     learning rate, then the suite's defaults (None: the flag was not given)."""
     from pflbench.federation.resolve import resolve_spec  # deferred: imports torch, which --help and list do not need
@@ -100,7 +101,7 @@ def _spec(method, task, model, channel, codec, clients, clients_per_round, round
         method=method, task=task, model=model, channel=channel, codec=codec, clients=clients,
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
         lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []), device=device,
-        parallel_clients=parallel_clients, precision=precision, init=init,
+        parallel_clients=parallel_clients, precision=precision, init=init, scheduler=scheduler,
     )
 
 
@@ -132,6 +133,8 @@ def _execute(spec: RunSpec, results_dir: Path, quiet: bool, label: str | None = 
 _task = typer.Option(DEFAULT.task, help="registered task name, or a path to a task card (.yaml)")
 _model = typer.Option(None, help=f"registered model, Hugging Face id, or local path (default: the task card's, else {DEFAULT.model})")
 _channel = typer.Option(DEFAULT.channel, help="channel preset (see `pflbench list channels`), or a path to a channel card")
+_scheduler = typer.Option(DEFAULT.scheduler, help="who transmits each round (see `pflbench list schedulers`): random, "
+                          "round-robin, best-channel, proportional-fair, age-based, deadline-aware")
 _codec = typer.Option(DEFAULT.codec, help="uplink payload codec: fp32, fp16, bf16, int8 or topk:F (0 < F <= 1)")
 _clients = typer.Option(None, help=f"number of clients (default: the task card's, else {DEFAULT.clients})")
 _cpr = typer.Option(None, help=f"clients sampled each round (default: the task card's, else {DEFAULT.clients_per_round})")

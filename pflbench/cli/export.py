@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 from pflbench.cli.common import (
-    app, DEFAULT, _err, _spec, _task, _model, _channel, _codec, _clients, _cpr, _rounds, _steps,
+    app, DEFAULT, _err, _spec, _task, _model, _channel, _scheduler, _codec, _clients, _cpr, _rounds, _steps,
     _batch, _lr, _seed, _eval_every, _opt, _device,
 )
 
@@ -24,7 +24,7 @@ app.add_typer(export_app, name="export")
 def export_flower(
     out: Path = typer.Option(..., "--out", help="folder to write the Flower app into"),
     method: str = typer.Option(DEFAULT.method, help="method name (see `pflbench list methods`)"),
-    task: str = _task, model: Optional[str] = _model, channel: str = _channel, codec: str = _codec,
+    task: str = _task, model: Optional[str] = _model, channel: str = _channel, scheduler: str = _scheduler, codec: str = _codec,
     clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
     local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, device: str = _device,
@@ -36,7 +36,7 @@ def export_flower(
     from pflbench.export.flower import export
 
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-                 batch_size, lr, seed, eval_every, opt, device)
+                 batch_size, lr, seed, eval_every, opt, device, scheduler=scheduler)
     for path in export(spec, out, force):
         print(path)
     _err(f"run it: cd {out} && python -m pflbench_app.simulate  (Flower's simulation, one SuperNode per client; "

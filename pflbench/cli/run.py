@@ -13,7 +13,7 @@ from pflbench import registry
 from pflbench.config import parse_options, parse_seeds
 from pflbench.errors import UserError
 from pflbench.cli.common import (
-    app, DEFAULT, _err, _spec, _execute, _task, _model, _channel, _codec, _clients, _cpr,
+    app, DEFAULT, _err, _spec, _execute, _task, _model, _channel, _scheduler, _codec, _clients, _cpr,
     _rounds, _steps, _batch, _lr, _seed, _eval_every, _opt, _results, _device, _precision,
     _init, _data_dir, _use_data_dir, _backend, _workers, _ray_address, _parallel, _backend_args,
     _json, _force,
@@ -27,7 +27,7 @@ from pflbench.cli.common import (
 @app.command()
 def run(
     method: str = typer.Option(DEFAULT.method, help="method name (see `pflbench list methods`)"),
-    task: str = _task, model: Optional[str] = _model, channel: str = _channel, codec: str = _codec,
+    task: str = _task, model: Optional[str] = _model, channel: str = _channel, scheduler: str = _scheduler, codec: str = _codec,
     clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
     local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr, seed: int = _seed,
     eval_every: int = _eval_every, opt: Optional[list[str]] = _opt, results_dir: Path = _results,
@@ -42,7 +42,7 @@ def run(
     _use_data_dir(data_dir)
     where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
-                 batch_size, lr, seed, eval_every, opt, device, parallel, precision, init)
+                 batch_size, lr, seed, eval_every, opt, device, parallel, precision, init, scheduler=scheduler)
     record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
     if as_json:
         print(dumps(record, sort_keys=True))
@@ -91,7 +91,7 @@ def _write_leaderboard(results_dir: Path) -> str:
 @app.command()
 def bench(
     methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: every registered method)"),
-    task: str = _task, model: Optional[str] = _model, channel: str = _channel, codec: str = _codec,
+    task: str = _task, model: Optional[str] = _model, channel: str = _channel, scheduler: str = _scheduler, codec: str = _codec,
     clients: Optional[int] = _clients, clients_per_round: Optional[int] = _cpr, rounds: Optional[int] = _rounds,
     local_steps: Optional[int] = _steps, batch_size: Optional[int] = _batch, lr: Optional[float] = _lr,
     seeds: str = typer.Option("0", help="seeds: integers and ranges, e.g. 0-4 or 0,2,5 (a table needs several)"),
@@ -116,7 +116,7 @@ def bench(
     options = _bench_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
-              lr, seed, eval_every, options[name], device, parallel, precision)
+              lr, seed, eval_every, options[name], device, parallel, precision, scheduler=scheduler)
         for seed in parse_seeds(seeds) for name in names
     ]
     records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",

@@ -153,13 +153,14 @@ class What(str, Enum):
     methods = "methods"
     tasks = "tasks"
     channels = "channels"
+    schedulers = "schedulers"
     models = "models"
     rewards = "rewards"
 
 
 @app.command("list")
 def list_(
-    what: What = typer.Argument(..., help="methods, tasks, channels, models or rewards"),
+    what: What = typer.Argument(..., help="methods, tasks, channels, schedulers, models or rewards"),
     payload_bytes: Optional[int] = _payload, method: Optional[str] = _pmethod, model: str = _pmodel, codec: str = _pcodec,
     clients: int = typer.Option(8, help="channels: clients sharing a round"),
     as_json: bool = _json,

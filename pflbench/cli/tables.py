@@ -24,6 +24,7 @@ def table(
     rewards_plot: Optional[Path] = typer.Option(None, help="reward tasks: draw each client's helpfulness against its harmlessness, coloured by its weight, to this PNG file"),
     across: bool = typer.Option(False, "--across-models", help="each comparison (a method minus local-only or fedavg-lora, paired over seeds) on each model side by side: which claims survive a change of model"),
     across_precision: bool = typer.Option(False, "--across-precisions", help="the same, fp32 beside bf16"),
+    schedulers: bool = typer.Option(False, "--schedulers", help="each scheduler against random, per method and channel: score, fairness, airtime, energy (paired over seeds)"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
     from tabulate import tabulate_formats
@@ -38,7 +39,13 @@ def table(
     records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
-    if across or across_precision:
+    if schedulers:
+        from pflbench.results.table import scheduler_table
+
+        if fmt in ("csv", "json"):
+            raise UserError("--schedulers prints a table: use a tabulate --format (github, plain, latex, ...)")
+        print(scheduler_table(records, fmt) or "the runs under RESULTS_DIR all used one scheduler: nothing to compare")
+    elif across or across_precision:
         from pflbench.results.table import across_models
 
         if fmt in ("csv", "json"):

@@ -15,8 +15,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pflbench import __version__
+from pflbench import __version__, registry
 from pflbench.channel.base import DELIVERED, LATE, LOST
+from pflbench.channel.scheduling import History, RandomScheduler, View, check_selection
 from pflbench.config import RunSpec
 from pflbench.errors import UserError
 from pflbench.evaluation.metrics import majority_label_scores, test_units
@@ -108,7 +109,15 @@ class Runner:
         self.codec_memory: dict[int, dict] = {}  # per client, e.g. top-k's error-feedback residual
         self.participation: dict[int, int] = {}  # client -> rounds it trained in (a key: it has trained)
         self.last_delivered: dict[int, bool] = {}  # client -> did its last upload arrive
+        self.delivered_count: dict[int, int] = {}  # client -> updates of it that arrived
+        self.delivered_round: dict[int, int] = {}  # client -> the last round an update of it arrived
+        # the uniform draw of the clients, then their links from the round's generator, exactly as
+        # before schedulers existed; any other scheduler (or a channel that changes over time) sees
+        # every client's link first, each client's drawn from its own generator
+        self.legacy_draws = type(exp.scheduler) is RandomScheduler and not exp.channel.time_varying
+        exp.channel.per_client = not self.legacy_draws
         exp.channel.setup(exp.spec.clients, exp.spec.seed, exp.spec.local_steps, self.schema.numel)
+        self.payload_hint: int | None = None  # one upload's length, for the scheduler: the last round's largest
         self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
         self.rounds: list[dict[str, Any]] = []
 
@@ -116,9 +125,13 @@ class Runner:
     def round(self, r: int) -> dict[str, Any]:
         exp, spec, method = self.exp, self.exp.spec, self.exp.method
         t0 = time.perf_counter()
-        sampled = sorted(round_rng(spec.seed, r, SAMPLE_TAG).choice(spec.clients, spec.clients_per_round, replace=False).tolist())
         chan_rng = round_rng(spec.seed, r, CHANNEL_TAG)
-        links = exp.channel.realize(r, sampled, chan_rng)
+        if self.legacy_draws:
+            sampled = sorted(round_rng(spec.seed, r, SAMPLE_TAG).choice(spec.clients, spec.clients_per_round, replace=False).tolist())
+            links = exp.channel.realize(r, sampled, chan_rng)
+        else:
+            sampled = self.schedule(r, chan_rng)
+            links = exp.channel.realize(r, sampled, chan_rng, share=len(sampled))
 
         # the server broadcasts full-precision global weights and its state to the sampled clients
         broadcast = {**self.global_shared, **{f"server/{k}": v for k, v in method.server.items()}}
@@ -153,8 +166,12 @@ class Runner:
         sending = [i for i, p in enumerate(payloads) if p]
         outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [links[i] for i in sending], chan_rng)
         updates = []
+        self.payload_hint = max((len(p) for p in payloads), default=0)
         for i, o in zip(sending, outcomes):
             self.last_delivered[o.client] = o.status == DELIVERED
+            if o.status == DELIVERED:
+                self.delivered_count[o.client] = self.delivered_count.get(o.client, 0) + 1
+                self.delivered_round[o.client] = r
             if o.status == DELIVERED:
                 decoded = exp.codec.decode(payloads[i], self.schema)
                 updates.append(Update(client=o.client, num_samples=weights[i],
@@ -184,12 +201,48 @@ class Runner:
             "links": [o.to_dict() for o in outcomes],
             "eval": None,
         }
+        if not self.legacy_draws:  # who the scheduler chose is "sampled"; what it keeps, here
+            rec["scheduler"] = {"name": spec.scheduler, "state": exp.scheduler.state()}
         t1 = time.perf_counter()
         if r in spec.eval_rounds():
             rec["eval"] = self.evaluate()
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1,
                          "clients_per_pass": getattr(self.backend, "parallel", 1)}
         return rec
+
+    def schedule(self, r: int, chan_rng: np.random.Generator) -> list[int]:
+        """The scheduler's choice for round r, from every client's link this round (at an equal
+        share of the band among clients-per-round clients), the upload's size and each
+        client's history (``channel.scheduling.View``)."""
+        exp, spec = self.exp, self.exp.spec
+        everyone = list(range(spec.clients))
+        seen = {link.client: link for link in exp.channel.realize(r, everyone, chan_rng, share=spec.clients_per_round)}
+        payload = self.payload_hint if self.payload_hint is not None else self.zero_payload_bytes()
+        history = {c: History(scheduled=self.participation.get(c, 0), delivered=self.delivered_count.get(c, 0),
+                              age=r - self.delivered_round.get(c, 0)) for c in everyone}
+        view = View(round=r, clients=spec.clients, k=spec.clients_per_round, links=seen, payload_bytes=payload,
+                    history=history, airtime=lambda c, m: exp.channel.airtime(seen[c], payload, m),
+                    compute_s=float(getattr(exp.channel, "compute_s", 0.0)), deadline_s=exp.channel.deadline_s,
+                    rng=round_rng(spec.seed, r, SAMPLE_TAG))
+        try:
+            chosen = exp.scheduler.select(view)
+        except UserError:
+            raise
+        except Exception as exc:  # a plugin's bug: one line naming it, not a traceback
+            entry = registry.schedulers.entries().get(spec.scheduler)
+            if entry is None or entry.package == registry.BUILTIN:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise UserError(f"scheduler {spec.scheduler!r} (package {entry.package}) raised {type(exc).__name__}"
+                            f"{': ' + first if first else ''} in select, round {r}") from None
+        return check_selection(chosen, view, spec.scheduler)
+
+    def zero_payload_bytes(self) -> int:
+        """The length of an upload of zeros under the run's codec: round 1's payload size."""
+        if not len(self.schema):
+            return 0
+        zeros = {n: torch.zeros(shape) for n, shape in zip(self.schema.names, self.schema.shapes)}
+        return len(self.exp.codec.encode(zeros, self.schema, {}))
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -206,7 +259,10 @@ class Runner:
     def state(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "reference": self.reference,
                 "participation": {str(c): n for c, n in self.participation.items()},
-                "last_delivered": {str(c): d for c, d in self.last_delivered.items()}}
+                "last_delivered": {str(c): d for c, d in self.last_delivered.items()},
+                "delivered_count": {str(c): n for c, n in self.delivered_count.items()},
+                "delivered_round": {str(c): n for c, n in self.delivered_round.items()},
+                "payload_hint": self.payload_hint, "scheduler": self.exp.scheduler.state()}
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.global_shared = {n: tensors[f"global/{n}"] for n in self.exp.parts.shared}
@@ -226,6 +282,10 @@ class Runner:
         # a checkpoint from before participation counts holds who trained only
         self.participation = {int(c): n for c, n in state.get("participation", {c: 1 for c in state.get("trained", [])}).items()}
         self.last_delivered = {int(c): d for c, d in state.get("last_delivered", {}).items()}
+        self.delivered_count = {int(c): n for c, n in state.get("delivered_count", {}).items()}
+        self.delivered_round = {int(c): n for c, n in state.get("delivered_round", {}).items()}
+        self.payload_hint = state.get("payload_hint")
+        self.exp.scheduler.load_state(state.get("scheduler", {}))
 
     def evaluate(self) -> dict[str, Any]:
         """Every client, sampled or not (``federation.client.evaluate_client``): the deployed

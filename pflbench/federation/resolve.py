@@ -1,7 +1,7 @@
 """From a RunSpec to the objects it names, one layer above all of them: the spec of a
 command line (flag, then the task card's recommended budget, then the method's learning
 rate, then the suite's defaults), its provenance, and the experiment it resolves to (method,
-task, channel, codec, model, clients), checked cheaply before anything heavy loads."""
+task, channel, scheduler, codec, model, clients), checked cheaply before anything heavy loads."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 from pflbench import __version__, registry
 from pflbench.channel.base import Channel
 from pflbench.channel.cards import resolve_channel
+from pflbench.channel.scheduling import Scheduler
 from pflbench.config import RunSpec
 from pflbench.data.cards import resolve_task
 from pflbench.data.sources import fingerprint
@@ -85,21 +86,27 @@ class Experiment:
     clients: list[ClientData]
     parts: Parts
     device: torch.device
+    scheduler: Scheduler
 
 
-def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec]:
+def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec, Scheduler]:
     """The cheap part of resolving a spec: names and options, checked before anything heavy."""
     method = registry.methods.get(spec.method)(spec.method_options)
+    scheduler = registry.schedulers.get(spec.scheduler)()
     task = resolve_task(spec.card or spec.task)
     if spec.card and task.identity != spec.task:
         raise UserError(f"task card {spec.card} changed after this run was planned ({spec.task}, now {task.identity}); "
                         f"plan it again")
-    return method, task, resolve_channel(spec.channel), make_codec(spec.codec)
+    channel = resolve_channel(spec.channel)
+    if spec.scheduler != "random" and not channel.supports_scheduling:
+        raise UserError(f"channel {spec.channel!r} cannot show a scheduler every client's link (its class does not "
+                        f"support_scheduling); use --scheduler random, or a channel card")
+    return method, task, channel, make_codec(spec.codec), scheduler
 
 
 def resolve(spec: RunSpec, progress: Progress | None = None,
-            components: tuple[Method, Task, Channel, Codec] | None = None) -> Experiment:
-    method, task, channel, codec = components or resolve_components(spec)
+            components: tuple[Method, Task, Channel, Codec, Scheduler] | None = None) -> Experiment:
+    method, task, channel, codec, scheduler = components or resolve_components(spec)
     dev = device_of(spec.device)  # before the model loads: a typo costs nothing
     check_precision(spec.precision, dev)
     loaded = load_model(spec.model, progress, spec.init)
@@ -114,7 +121,7 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
     for name, p in loaded.model.named_parameters():
         p.requires_grad_(name in trainable)
     apply_precision(loaded.model, spec.precision, dev)
-    return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev)
+    return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev, scheduler)
 
 
 def device_of(device: str) -> torch.device:

@@ -87,6 +87,7 @@ class Suite(Settings):
     methods: Union[Literal["all"], list[StrictStr]] = "all"
     tasks: list[StrictStr] = Field(default_factory=lambda: [RunSpec.task], min_length=1)
     channels: list[StrictStr] = Field(default_factory=lambda: ["ideal"], min_length=1)
+    schedulers: list[StrictStr] = Field(default_factory=lambda: ["random"], min_length=1)
     codecs: list[StrictStr] = Field(default_factory=lambda: ["fp32"], min_length=1)
     models: list[Optional[StrictStr]] = Field(default_factory=lambda: [None], min_length=1)
     seeds: Union[StrictStr, StrictInt, list[Annotated[StrictInt, Field(ge=0)]]] = [0]
@@ -126,7 +127,7 @@ SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_
 
 def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:
     """Every run of the suite, resolved (flags, then the task card's defaults, then the
-    method's), in order task, model, channel, codec, seed, method."""
+    method's), in order task, model, channel, scheduler, codec, seed, method."""
     for name in suite.overrides.tasks:
         if name not in suite.tasks:
             raise UserError(f"suite overrides task {name!r}, which is not in its tasks ({', '.join(suite.tasks)})")
@@ -139,12 +140,12 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
             raise UserError(f"suite overrides method {name!r}, which is not in its methods ({', '.join(methods)})")
     specs = []
     # each axis once (a name listed twice would race itself under --jobs)
-    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.codecs)]
+    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.schedulers, suite.codecs)]
     grid += [seeds_of(suite.seeds), list(dict.fromkeys(methods))]
     size = math.prod(len(axis) for axis in grid)
     if size > MAX_RUNS:  # said before the grid is built (a million specs take minutes to resolve)
         raise UserError(f"the suite is a grid of {size:,} runs; at most {MAX_RUNS:,}: split it into several suites")
-    for task, model, channel, codec, seed, method in itertools.product(*grid):
+    for task, model, channel, scheduler, codec, seed, method in itertools.product(*grid):
         given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
         opts = {k: str(v) for k, v in suite.opt.items()}
         # the most specific wins: task, then model, then method
@@ -156,7 +157,7 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
         if given["eval_every"] is None:
             given["eval_every"] = RunSpec.eval_every
         given["device"] = given["device"] or "cpu"
-        specs.append(resolve_spec(method=method, task=task, model=model, channel=channel, codec=codec, seed=seed,
+        specs.append(resolve_spec(method=method, task=task, model=model, channel=channel, scheduler=scheduler, codec=codec, seed=seed,
                                   method_options=opts, **given))
     _check_components(specs)
     return specs
@@ -172,7 +173,7 @@ def _check_components(specs: list[RunSpec]) -> None:
 
     seen: set[tuple] = set()
     for spec in specs:
-        key = (spec.method, tuple(spec.method_options.items()), spec.channel, spec.codec, spec.model, spec.device)
+        key = (spec.method, tuple(spec.method_options.items()), spec.channel, spec.scheduler, spec.codec, spec.model, spec.device)
         if key not in seen:
             seen.add(key)
             resolve_components(spec)
@@ -298,4 +299,5 @@ def _die_with_parent(parent: int) -> None:
 def describe(spec: RunSpec) -> str:
     opts = ",".join(f"{k}={v}" for k, v in spec.method_options.items())
     extra = (f" {spec.precision}" if spec.precision != "fp32" else "") + (" random init" if spec.init == "random" else "")
-    return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {spec.channel} {spec.codec} {spec.model}{extra} seed {spec.seed}"
+    channel = spec.channel + (f" {spec.scheduler}" if spec.scheduler != "random" else "")
+    return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {channel} {spec.codec} {spec.model}{extra} seed {spec.seed}"

@@ -419,37 +419,48 @@ def gains(rows: list[dict[str, Any]], path: Path) -> bool:
 
 
 def draw_channel_costs(rows: list[dict[str, Any]]):
-    """The figure of ``channel_costs``, or None when the records hold a single channel."""
-    channels = sorted({r["channel"] for r in rows})
-    if len(channels) < 2:
+    """The figure of ``channel_costs``, or None when the records hold a single channel and a
+    single scheduler. With several schedulers, a group of bars per channel and scheduler, and
+    a fourth panel: Jain's fairness of delivered updates."""
+    schedulers = sorted({r.get("scheduler") or "random" for r in rows})
+    by_scheduler = len(schedulers) > 1
+    where = lambda r: (r["channel"], r.get("scheduler") or "random") if by_scheduler else (r["channel"],)  # noqa: E731
+    groups = sorted({where(r) for r in rows})
+    if len({g[0] for g in groups}) < 2 and not by_scheduler:
         return None
     import numpy as np
 
     plt = _pyplot()
     methods = sorted({r["method"] for r in rows})
-    fig, axes = plt.subplots(1, 3, figsize=(max(15, 1.1 * len(channels) * 3 + 2.6), 4.4), layout="constrained")
+    panels = [("airtime_s", "airtime per run (s, log)"), ("energy_j", "energy per run (J, log)"),
+              ("lost", "lost or late updates per run")] + ([("jain_delivered", "fairness (Jain, delivered updates)")]
+                                                            if by_scheduler else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(15, 1.1 * len(groups) * len(panels) + 2.6), 4.6),
+                             layout="constrained")
     width = 0.8 / len(methods)
     handles: dict[str, Any] = {}
-    for ax, (key, label) in zip(axes, (("airtime_s", "airtime per run (s, log)"), ("energy_j", "energy per run (J, log)"),
-                                       ("lost", "lost or late updates per run"))):
+    for ax, (key, label) in zip(axes, panels):
         for i, m in enumerate(methods):
             vals = []
-            for ch in channels:
-                rs = [r for r in rows if r["method"] == m and r["channel"] == ch]
+            for g in groups:
+                rs = [r for r in rows if r["method"] == m and where(r) == g]
                 v = [(r["lost_updates"] + r["late_updates"]) if key == "lost" else r[key] for r in rs]
+                v = [x for x in v if x is not None]
                 vals.append(sum(v) / len(v) if v else 0.0)
-            handles.setdefault(m, ax.bar(np.arange(len(channels)) + i * width, vals, width, color=method_style(m)[0]))
-        ax.set_xticks(np.arange(len(channels)) + 0.4 - width / 2, channels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
-        if key != "lost":
+            handles.setdefault(m, ax.bar(np.arange(len(groups)) + i * width, vals, width, color=method_style(m)[0]))
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [" · ".join(g) for g in groups], rotation=30, ha="right",
+                      rotation_mode="anchor", fontsize=8)
+        if key in ("airtime_s", "energy_j"):
             ax.set_yscale("log")  # fedavg-full's bars are decades above the adapters'; methods that send nothing have none
         ax.set_ylabel(label)
     _legend(fig, handles)
-    fig.suptitle("What each channel costs (means over tasks and seeds; no bar: none, as on the ideal channel or for a method that sends nothing)")
+    fig.suptitle(f"What each channel{' and scheduler' if by_scheduler else ''} costs (means over tasks and seeds; "
+                 f"no bar: none, as on the ideal channel or for a method that sends nothing)")
     return fig
 
 
 def channel_costs(rows: list[dict[str, Any]], path: Path) -> bool:
     """Airtime and energy per run (log axes: they span decades) and lost-or-late updates, by
-    channel, a bar per method in its colour (means over tasks and seeds). False when the
-    records hold a single channel."""
+    channel (and scheduler, with fairness, when several ran), a bar per method in its colour
+    (means over tasks and seeds). False when the records hold a single channel and scheduler."""
     return _save_drawn(draw_channel_costs(rows), path)

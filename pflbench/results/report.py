@@ -11,7 +11,7 @@ from typing import Any
 from pflbench.errors import UserError
 from pflbench.results import plots
 from pflbench.results.record import dumps
-from pflbench.results.table import channel_table, group, render, render_csv, summary_rows, task_table
+from pflbench.results.table import channel_table, group, render, render_csv, scheduler_table, summary_rows, task_table
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -51,8 +51,8 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
 
-    channels = channel_table(records)
-    write("report.md", render(records) + (f"\n\n{channels}" if channels else "") + "\n")
+    channels, schedulers = channel_table(records), scheduler_table(records)
+    write("report.md", render(records) + "".join(f"\n\n{t}" for t in (channels, schedulers) if t) + "\n")
     write("report.csv", render_csv(records))
     write("report.json", dumps(rows, indent=1) + "\n")
     figures: list[tuple[str, str]] = []  # (file, caption)
@@ -67,13 +67,15 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
     figure("client-scores.png", "Per-client scores of the deployed models.", lambda p: plots.client_scores(records, p))
     figure("score-by-round.png", "Score by round (runs evaluated every few rounds).", lambda p: plots.score_by_round(records, p))
     figure("gains.png", "Personalization gain against collaboration gain.", lambda p: plots.gains(rows, p))
-    figure("channels.png", "Airtime, energy and lost updates by channel.", lambda p: plots.channel_costs(rows, p))
+    figure("channels.png", "Airtime, energy and lost updates by channel (and scheduler, with fairness).", lambda p: plots.channel_costs(rows, p))
     if plots.reward_points(records):
         figure("rewards.png", "Reward tasks: each client's helpfulness against its harmlessness, coloured by its weight.",
                lambda p: plots.reward_scatter(records, p))
     body = [_task_html(task_table(task, trs, "html")) for task, trs in group(records).items()]
     if channels:
         body.append(_task_html(channel_table(records, "html")))
+    if schedulers:
+        body.append(_task_html(scheduler_table(records, "html")))
     for name, caption in figures:
         data = base64.b64encode((out / name).read_bytes()).decode()
         body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'

@@ -61,3 +61,24 @@ def paired(a: dict[int, float], b: dict[int, float]) -> Paired:
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds]
     return Paired(seeds, estimate(diffs), sum(d > 0 for d in diffs), sum(d < 0 for d in diffs))
+
+
+def jain(values: list[float]) -> float | None:
+    """Jain's fairness index, (sum x)^2 / (n sum x^2): 1 when every value is equal, 1/n when
+    one holds everything (Jain, Chiu and Hawe, DEC-TR-301, 1984). None for none or all zero."""
+    square = sum(v * v for v in values)
+    return (sum(values) ** 2) / (len(values) * square) if values and square > 0 else None
+
+
+def participation_fairness(record: dict) -> dict[str, float | None]:
+    """From a record's rounds: Jain's index over every client of the rounds each was scheduled
+    (``jain_scheduled``) and of its updates that arrived (``jain_delivered``)."""
+    n = record["spec"]["clients"]
+    scheduled, delivered = [0] * n, [0] * n
+    for r in record["rounds"]:
+        for c in r["sampled"]:
+            scheduled[c] += 1
+        for c in r["delivered"]:
+            if 0 <= c < n:  # over-the-air aggregation delivers per client too
+                delivered[c] += 1
+    return {"jain_scheduled": jain(scheduled), "jain_delivered": jain(delivered)}

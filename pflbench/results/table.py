@@ -19,12 +19,13 @@ from typing import Any
 from tabulate import tabulate
 
 from pflbench import registry
-from pflbench.results.stats import Estimate, Paired, estimate, paired
+from pflbench.results.stats import Estimate, Paired, estimate, paired, participation_fairness
 
 # spec fields that make a row, besides the method; the seed is what a row aggregates over
-SETTINGS = ("model", "channel", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
+SETTINGS = ("model", "channel", "scheduler", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
             "lr", "eval_every", "method_options", "device", "precision")
-REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
+REFERENCE_METHODS = ("local-only", "fedavg-lora")
+FAIRNESS = ("jain_scheduled", "jain_delivered")  # results.stats.participation_fairness  # every row is paired with these
 
 
 def human_bytes(n: int | float) -> str:
@@ -48,7 +49,10 @@ class Row:
         out = {}
         for r in self.records:
             s = r["summary"]
-            value = s[key] if key in s else (s.get("diagnostics") or {}).get(key)
+            if key in FAIRNESS:  # derived from the rounds, so records from before it have it too
+                value = participation_fairness(r)[key]
+            else:
+                value = s[key] if key in s else (s.get("diagnostics") or {}).get(key)
             if value is not None:
                 out[r["spec"]["seed"]] = value
         return out
@@ -65,8 +69,9 @@ class Row:
 
 
 def _settings(spec: dict[str, Any]) -> dict[str, Any]:
-    # records from before 'device' ran on cpu, before 'precision' in fp32
-    return {k: spec.get(k, {"device": "cpu", "precision": "fp32"}.get(k)) for k in SETTINGS}
+    # records from before 'device' ran on cpu, before 'precision' in fp32; a spec leaves the
+    # scheduler out at random
+    return {k: spec.get(k, {"device": "cpu", "precision": "fp32", "scheduler": "random"}.get(k)) for k in SETTINGS}
 
 
 def _key(settings: dict[str, Any]) -> str:
@@ -141,7 +146,8 @@ def _setting_text(key: str, value: Any) -> str:
 def _headline(task: str, rows: list[Row], shared: dict[str, Any]) -> str:
     first = rows[0].records[0]
     metric = first["summary"]["metric"]
-    parts = [f"{k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in shared.items() if k != "method_options" or v]
+    parts = [f"{k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in shared.items()
+             if (k != "method_options" or v) and (k, v) != ("scheduler", "random")]
     seeds = sorted({s for r in rows for s in r.seeds})
     direction = "points, higher is better" if registry.metrics.get(metric).higher_is_better else "lower is better"
     return (f"### {task} (score: {metric}, {direction})\n\n"
@@ -246,6 +252,8 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row.update(_diff(f"delta_{ref.replace('-', '_')}", compare(r, rows, ref)))
             row.update(_est("worst_client_score", r.estimate("worst_client_score")))
             row.update(_est("shared_score", r.estimate("shared_score")))
+            for key in FAIRNESS:
+                row.update(_est(key, r.estimate(key)))
             for key in ("uplink_bytes", "downlink_bytes", "airtime_s", "energy_j", "delivered_updates", "lost_updates", "late_updates"):
                 row[key] = r.mean(key)
             out.append(row)
@@ -286,6 +294,39 @@ def channel_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         parts.append(f"### {task}: what each channel costs\n\n" + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))
     return "\n\n".join(parts) + ("\n\nΔ ideal: the score minus the same method's on the ideal channel, paired seed by seed "
                                  "(* resolved); lost, late: updates per run; airtime and energy: summed over a run's uploads.")
+
+
+def scheduler_table(records: list[dict[str, Any]], fmt: str = "github") -> str | None:
+    """Per task and channel, every method under every scheduler, each paired seed by seed
+    against the same method's run under ``random``: score, the worst client's score, Jain's
+    fairness of delivered updates, airtime and energy per run, lost and late updates. None
+    when the records hold one scheduler."""
+    grouped = group(records)
+    if len({r.settings["scheduler"] for rows in grouped.values() for r in rows}) < 2:
+        return None
+    parts = []
+    for task, rows in grouped.items():
+        loose = lambda r: _key({k: v for k, v in r.settings.items() if k not in ("scheduler", "lr")})  # noqa: E731
+        base = {(r.method, loose(r)): r for r in rows if r.settings["scheduler"] == "random"}
+        body = []
+        for r in sorted(rows, key=lambda r: (str(r.settings["channel"]), r.method, r.settings["scheduler"] != "random",
+                                             str(r.settings["scheduler"]))):
+            ref = base.get((r.method, loose(r)))
+            vs = (lambda key: "" if ref is None or ref is r else fmt_paired(paired(r.per_seed(key), ref.per_seed(key))))  # noqa: E731
+            body.append([r.settings["channel"], r.method, r.settings["scheduler"], len(r.records),
+                         fmt_estimate(r.estimate("score")), vs("score"), fmt_estimate(r.estimate("worst_client_score")),
+                         fmt_estimate(r.estimate("jain_delivered")), vs("jain_delivered"),
+                         f"{r.mean('airtime_s'):.3g}", vs("airtime_s"), f"{r.mean('energy_j'):.3g}", vs("energy_j"),
+                         f"{r.mean('lost_updates'):.1f}", f"{r.mean('late_updates'):.1f}"])
+        header = ["channel", "method", "scheduler", "n", "score", "Δ random", "worst client", "fairness", "Δ fairness",
+                  "airtime s", "Δ airtime", "energy J", "Δ energy", "lost", "late"]
+        parts.append(f"### {task}: what each scheduler buys and costs\n\n"
+                     + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))
+    return "\n\n".join(parts) + (
+        "\n\nΔ columns: the row minus the same method's run under the random scheduler on the same channel, paired "
+        "seed by seed (k/n up, * resolved); fairness: Jain's index (sum x)^2 / (n sum x^2) over all clients of the "
+        "updates each delivered (1: equal, 1/n: one client had them all); airtime and energy summed over a run's uploads; "
+        "lost, late: updates per run.")
 
 
 # ---- the same comparison on several models ---------------------------------------------
