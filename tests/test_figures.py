@@ -154,3 +154,17 @@ def test_zero_bytes_sit_at_a_marked_position_and_costs_are_on_log_axes(quick_row
     fig = plots.draw_channel_costs(quick_rows)
     assert [a.get_yscale() for a in fig.axes[:3]] == ["log", "log", "linear"]
     plt.close(fig)
+
+
+def test_the_channels_figure_shows_schedulers_and_their_fairness_without_overlaps():
+    """leaderboard/schedulers/report.json (the committed scheduler sweep): a bar group per
+    channel and scheduler, a fourth panel of Jain's fairness, every label readable."""
+    rows = json.loads((Path(__file__).resolve().parents[1] / "leaderboard" / "schedulers" / "report.json").read_text())
+    fig = plots.draw_channel_costs(rows)
+    axes = fig.axes
+    assert len(axes) == 4 and "fairness" in axes[3].get_ylabel()
+    ticks = [t.get_text() for t in axes[0].get_xticklabels()]
+    assert len(ticks) == 12 and "lte-cell-edge · best-channel" in ticks
+    assert overlaps(fig) == []
+    # one scheduler, several channels: the figure as before, three panels
+    assert len(plots.draw_channel_costs([r for r in rows if r["scheduler"] == "random"]).axes) == 3

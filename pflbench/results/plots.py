@@ -435,8 +435,12 @@ def draw_channel_costs(rows: list[dict[str, Any]]):
     panels = [("airtime_s", "airtime per run (s, log)"), ("energy_j", "energy per run (J, log)"),
               ("lost", "lost or late updates per run")] + ([("jain_delivered", "fairness (Jain, delivered updates)")]
                                                             if by_scheduler else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(15, 1.1 * len(groups) * len(panels) + 2.6), 4.6),
-                             layout="constrained")
+    if by_scheduler:  # four panels of many groups: two by two
+        fig, grid = plt.subplots(2, 2, figsize=(max(12, 0.75 * len(groups) * 2 + 2), 9), layout="constrained")
+        axes = list(grid.flat)
+    else:
+        fig, axes = plt.subplots(1, len(panels), figsize=(max(15, 1.1 * len(groups) * len(panels) + 2.6), 4.6),
+                                 layout="constrained")
     width = 0.8 / len(methods)
     handles: dict[str, Any] = {}
     for ax, (key, label) in zip(axes, panels):
@@ -448,8 +452,8 @@ def draw_channel_costs(rows: list[dict[str, Any]]):
                 v = [x for x in v if x is not None]
                 vals.append(sum(v) / len(v) if v else 0.0)
             handles.setdefault(m, ax.bar(np.arange(len(groups)) + i * width, vals, width, color=method_style(m)[0]))
-        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [" · ".join(g) for g in groups], rotation=30, ha="right",
-                      rotation_mode="anchor", fontsize=8)
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [" · ".join(g) for g in groups],
+                      rotation=90 if by_scheduler else 30, ha="right", va="center" if by_scheduler else "baseline", rotation_mode="anchor", fontsize=8)
         if key in ("airtime_s", "energy_j"):
             ax.set_yscale("log")  # fedavg-full's bars are decades above the adapters'; methods that send nothing have none
         ax.set_ylabel(label)
