@@ -148,8 +148,11 @@ class WirelessChannel(Channel):
         complex fading (Gauss-Markov across rounds), interference, position and LOS state."""
         if r in self._rounds:
             return self._rounds[r]
+        if self.time_varying:  # each round from the one before: fill in any not yet drawn, oldest first
+            for earlier in range(max([q for q in self._rounds if q < r], default=0) + 1, r):
+                self._client_round(earlier)
         p, n = self.p, self.n_clients
-        prev = self._client_round(r - 1) if r > 1 and self.time_varying else None
+        prev = self._rounds.get(r - 1) if r > 1 and self.time_varying else None
         gens = [np.random.default_rng([self.seed, r, c, FADE_TAG]) for c in range(n)]
         w = np.array([g.normal(0.0, math.sqrt(0.5), 2) for g in gens]) if n else np.zeros((0, 2))
         w = w[:, 0] + 1j * w[:, 1]
