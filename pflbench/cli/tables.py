@@ -25,6 +25,8 @@ def table(
     across: bool = typer.Option(False, "--across-models", help="each comparison (a method minus local-only or fedavg-lora, paired over seeds) on each model side by side: which claims survive a change of model"),
     across_precision: bool = typer.Option(False, "--across-precisions", help="the same, fp32 beside bf16"),
     schedulers: bool = typer.Option(False, "--schedulers", help="each scheduler against random, per method and channel: score, fairness, airtime, energy (paired over seeds)"),
+    budget: Optional[str] = typer.Option(None, help="quality under a budget: per method, the best score within KIND=VALUE, KIND uplink, downlink (5MB, 200kB), airtime (30s), energy (2J) or rounds (3)"),
+    target: Optional[str] = typer.Option(None, help="cost to a target: per method, what it spent until its score first reached T (a score, or P% of the best method's mean); runs that never do are counted apart"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
     from tabulate import tabulate_formats
@@ -39,7 +41,15 @@ def table(
     records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
-    if schedulers:
+    if sum(bool(x) for x in (schedulers, across, across_precision, budget is not None, target is not None)) > 1:
+        raise UserError("--schedulers, --across-models, --across-precisions, --budget and --target are separate tables: give one")
+    if budget is not None or target is not None:
+        from pflbench.results.protocols import budget_table, target_table
+
+        if fmt in ("csv", "json"):
+            raise UserError("--budget and --target print a table: use a tabulate --format (github, plain, latex, ...)")
+        print(budget_table(records, budget, fmt) if budget is not None else target_table(records, target, fmt))
+    elif schedulers:
         from pflbench.results.table import scheduler_table
 
         if fmt in ("csv", "json"):

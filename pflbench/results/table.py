@@ -24,8 +24,8 @@ from pflbench.results.stats import Estimate, Paired, estimate, paired, participa
 # spec fields that make a row, besides the method; the seed is what a row aggregates over
 SETTINGS = ("model", "channel", "scheduler", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
             "lr", "eval_every", "method_options", "device", "precision")
-REFERENCE_METHODS = ("local-only", "fedavg-lora")
-FAIRNESS = ("jain_scheduled", "jain_delivered")  # results.stats.participation_fairness  # every row is paired with these
+REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
+FAIRNESS = ("jain_scheduled", "jain_delivered")  # derived from the rounds: results.stats.participation_fairness
 
 
 def human_bytes(n: int | float) -> str:
