@@ -102,6 +102,20 @@ def test_a_scheduler_that_answers_wrong_gives_one_line(answer, message, small_sp
     assert code == 2 and err.count("\n") == 1 and message in err
 
 
+def test_a_plugin_scheduler_that_raises_is_one_line_naming_it_with_its_traceback_logged(small_spec, monkeypatch, tmp_path):
+    class Boom:
+        def select(self, view):
+            raise ValueError("no links today")
+
+    monkeypatch.setitem(registry.schedulers.entries(), "boom", Entry("boom", lambda: Boom, "tests:Boom", "tests"))
+    spec = small_spec(scheduler="boom", channel="lte-cell-edge")
+    with pytest.raises(UserError, match=r"^scheduler 'boom' \(package tests\) raised ValueError: no links today in select, "
+                                        r"round 1, the server; traceback in .*\.log$") as exc:
+        run(spec, tmp_path)
+    log = Path(str(exc.value).rsplit("traceback in ", 1)[1])
+    assert "no links today" in log.read_text() and "select" in log.read_text()
+
+
 def test_an_unknown_scheduler_is_one_line_before_anything_runs(cli, tmp_path):
     code, _, err = cli("run", "--scheduler", "fastest", "--results-dir", str(tmp_path))
     assert code == 2 and err.strip() == ("error: unknown scheduler 'fastest'; choose one of: " + ", ".join(BUILTINS))

@@ -20,9 +20,6 @@ import numpy as np
 from pflbench.channel.base import Link
 from pflbench.errors import UserError
 
-DEFAULT_SCHEDULER = "random"
-
-
 @dataclass(frozen=True)
 class History:
     """One client's record before this round: rounds it was scheduled, updates it delivered,
@@ -72,10 +69,16 @@ def _rate(link: Link) -> float:
     return math.inf if link.rate_bps is None else link.rate_bps
 
 
-def _top(view: View, key: Callable[[int], float], k: int | None = None) -> list[int]:
+def _top(view: View, key: Callable[[int], float]) -> list[int]:
     """The k clients with the largest key; ties broken by a seeded shuffle."""
     order = view.rng.permutation(view.clients).tolist()
-    return sorted(sorted(order, key=lambda c: -key(c))[: view.k if k is None else k])
+    return sorted(sorted(order, key=lambda c: -key(c))[: view.k])
+
+
+def uniform_draw(rng: np.random.Generator, clients: int, k: int) -> list[int]:
+    """k of the clients drawn uniformly without replacement, sorted: the random scheduler's
+    choice, and the engine's draw when no scheduler needs the links first."""
+    return sorted(rng.choice(clients, k, replace=False).tolist())
 
 
 class RandomScheduler(Scheduler):
@@ -85,7 +88,7 @@ class RandomScheduler(Scheduler):
     description = "k clients drawn uniformly without replacement, whatever their channel"
 
     def select(self, view):
-        return sorted(view.rng.choice(view.clients, view.k, replace=False).tolist())
+        return uniform_draw(view.rng, view.clients, view.k)
 
 
 class RoundRobin(Scheduler):

@@ -35,21 +35,23 @@ class PluginFailed(UserError):
 
 
 @contextlib.contextmanager
-def plugin_hook(exp, hook: str, round_: int, client: int | None = None) -> Iterator[None]:
-    """Around a call of the method's ``hook``: an exception from a plugin's code becomes one
-    line naming the plugin, the hook, the round and the client (its traceback kept for the
-    run's log file, ``engine.run``). A built-in's exception is the suite's bug: raised as is."""
+def plugin_hook(exp, hook: str, round_: int, client: int | None = None, kind: str = "method") -> Iterator[None]:
+    """Around a call of the run's method's (or, ``kind="scheduler"``, its scheduler's) ``hook``:
+    an exception from a plugin's code becomes one line naming the plugin, the hook, the round
+    and the client (its traceback kept for the run's log file, ``engine.run``). A built-in's
+    exception is the suite's bug: raised as is."""
     try:
         yield
     except UserError:
         raise
     except Exception as exc:
-        entry = registry.methods.entries().get(exp.spec.method)
+        name = getattr(exp.spec, kind)
+        entry = getattr(registry, f"{kind}s").entries().get(name)
         if entry is None or entry.package == registry.BUILTIN:
             raise
         who = f"client {exp.clients[client].name} (id {client})" if client is not None else "the server"
         first = (str(exc).strip().splitlines() or [""])[0]
-        err = PluginFailed(f"method {exp.spec.method!r} (package {entry.package}) raised {type(exc).__name__}"
+        err = PluginFailed(f"{kind} {name!r} (package {entry.package}) raised {type(exc).__name__}"
                            f"{': ' + first if first else ''} in {hook}, round {round_}, {who}")
         err.trace = traceback.format_exc()
         raise err from None

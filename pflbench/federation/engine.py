@@ -15,9 +15,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pflbench import __version__, registry
+from pflbench import __version__
 from pflbench.channel.base import DELIVERED, LATE, LOST
-from pflbench.channel.scheduling import History, RandomScheduler, View, check_selection
+from pflbench.channel.scheduling import History, RandomScheduler, View, check_selection, uniform_draw
 from pflbench.config import RunSpec
 from pflbench.errors import UserError
 from pflbench.evaluation.metrics import majority_label_scores, test_units
@@ -127,7 +127,7 @@ class Runner:
         t0 = time.perf_counter()
         chan_rng = round_rng(spec.seed, r, CHANNEL_TAG)
         if self.legacy_draws:
-            sampled = sorted(round_rng(spec.seed, r, SAMPLE_TAG).choice(spec.clients, spec.clients_per_round, replace=False).tolist())
+            sampled = uniform_draw(round_rng(spec.seed, r, SAMPLE_TAG), spec.clients, spec.clients_per_round)
             links = exp.channel.realize(r, sampled, chan_rng)
         else:
             sampled = self.schedule(r, chan_rng)
@@ -224,17 +224,8 @@ class Runner:
                     history=history, airtime=lambda c, m: exp.channel.airtime(seen[c], payload, m),
                     compute_s=float(getattr(exp.channel, "compute_s", 0.0)), deadline_s=exp.channel.deadline_s,
                     rng=round_rng(spec.seed, r, SAMPLE_TAG))
-        try:
+        with plugin_hook(exp, "select", r, kind="scheduler"):
             chosen = exp.scheduler.select(view)
-        except UserError:
-            raise
-        except Exception as exc:  # a plugin's bug: one line naming it, not a traceback
-            entry = registry.schedulers.entries().get(spec.scheduler)
-            if entry is None or entry.package == registry.BUILTIN:
-                raise
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise UserError(f"scheduler {spec.scheduler!r} (package {entry.package}) raised {type(exc).__name__}"
-                            f"{': ' + first if first else ''} in select, round {r}") from None
         return check_selection(chosen, view, spec.scheduler)
 
     def zero_payload_bytes(self) -> int:
