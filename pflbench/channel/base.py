@@ -13,8 +13,8 @@ client's channel in a round does not depend on who else was scheduled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 import math
+from dataclasses import asdict, dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -63,10 +63,15 @@ class Channel:
         such a channel draws per client always."""
         return False
 
+    @property
+    def draws_per_client(self) -> bool:
+        """Each client's draws from its own (seed, round, client) generator, rather than the round's."""
+        return self.per_client or self.time_varying
+
     def airtime(self, link: Link, payload_bytes: int, sharing: int) -> float:
         """Seconds one upload of ``payload_bytes`` takes on ``link`` when ``sharing`` clients
         share the band equally (what a scheduler weighs; ``transmit`` is the real thing)."""
-        return 0.0 if link.rate_bps is None else (8 * payload_bytes / link.rate_bps if link.rate_bps > 0 else math.inf)
+        return 0.0 if link.rate_bps is None else upload_seconds(payload_bytes, link.rate_bps)
 
     def setup(self, n_clients: int, seed: int, local_steps: int, n_values: int) -> None:
         """Once per run, before the first round: place the clients (seeded), note the local
@@ -111,6 +116,11 @@ class Channel:
     def delivery_probability(self, link: Link, outcome: Outcome) -> float:
         """Probability that this link delivers, before the random loss draw."""
         return 1.0 if outcome.status == DELIVERED else 0.0
+
+
+def upload_seconds(payload_bytes: int, rate_bps: float) -> float:
+    """8 n / R: the airtime of n bytes at R bit/s (infinite at rate 0)."""
+    return 8 * payload_bytes / rate_bps if rate_bps > 0 else math.inf
 
 
 def link_statistics(sim: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pflbench.channel import pathloss
-from pflbench.channel.base import DELIVERED, LATE, LOST, Channel, Link, Outcome
+from pflbench.channel.base import DELIVERED, LATE, LOST, Channel, Link, Outcome, upload_seconds
 from pflbench.config import Update
 
 PLACE_TAG = 0x91ACE
@@ -211,7 +211,7 @@ class WirelessChannel(Channel):
         self._current_round = round_idx  # transmit's per-client loss draws are seeded by it
         idx = np.array(clients, dtype=int)
         path_loss_db = self.path_loss_db
-        if self.per_client or self.time_varying:
+        if self.draws_per_client:
             drawn = self._client_round(round_idx)
             fading = drawn["fading"][idx] if k else np.zeros(0)
             interference = drawn["interference"][idx] if "interference" in drawn else 0.0
@@ -244,8 +244,7 @@ class WirelessChannel(Channel):
     def airtime(self, link, payload_bytes, sharing):
         if link.path_gain is None:
             return super().airtime(link, payload_bytes, sharing)
-        r = self.rate(link, self.bandwidth(sharing), dbm_to_w(self.p.p_tx_dbm))
-        return 8 * payload_bytes / r if r > 0 else math.inf
+        return upload_seconds(payload_bytes, self.rate(link, self.bandwidth(sharing), dbm_to_w(self.p.p_tx_dbm)))
 
     def _inversion_power(self, link: Link, bandwidth_hz: float) -> float:
         """The transmit power that makes the received SNR the target (truncated channel inversion)."""
@@ -312,7 +311,7 @@ class WirelessChannel(Channel):
 
     def transmit(self, payload_bytes, links, rng):
         p = self.p
-        if self.per_client or self.time_varying:  # each client's own loss draw
+        if self.draws_per_client:  # each client's own loss draw
             draws = [np.random.default_rng([self.seed, self._current_round, l.client, LOSS_TAG]).random() for l in links]
         else:
             draws = rng.random(len(links))
@@ -331,7 +330,7 @@ class WirelessChannel(Channel):
                 noise = self._noise_psd_w() * bw[i] + link.interference_w
                 snr_db = 10 * math.log10(p_w * link.path_gain * link.fading / noise)
                 q = 1 - math.exp(-(10 ** (p.gamma_th_db / 10)) / (p_w * link.path_gain / noise))
-            airtime = 8 * n / rate if rate > 0 else math.inf
+            airtime = upload_seconds(n, rate)
             lost = False
             if p.loss_mode == "retransmit":
                 airtime /= max(1 - q, 1e-12)
@@ -370,7 +369,7 @@ class AirCompChannel(WirelessChannel):
     def realize(self, round_idx, clients, rng, share=None):
         clients = list(clients)
         self._current_round = round_idx
-        if self.per_client or self.time_varying:
+        if self.draws_per_client:
             fading = self._client_round(round_idx)["fading"][np.array(clients, dtype=int)] if clients else np.zeros(0)
         else:
             fading = rng.exponential(1.0, len(clients))
