@@ -90,13 +90,9 @@ def cost_to(record: dict[str, Any], target: float) -> dict[str, float] | None:
     return None
 
 
-def _per_seed(row: Row, value) -> dict[int, float]:
-    out = {}
-    for rec in row.records:
-        v = value(rec)
-        if v is not None:
-            out[rec["spec"]["seed"]] = v
-    return out
+def _varying(rows: list[Row]) -> list[str]:
+    """The settings, of those a wireless comparison varies, that differ between the rows."""
+    return [k for k in ("model", "channel", "codec", "scheduler") if len({str(r.settings[k]) for r in rows}) > 1]
 
 
 def budget_table(records: list[dict[str, Any]], budget: str, fmt: str = "github") -> str:
@@ -106,8 +102,8 @@ def budget_table(records: list[dict[str, Any]], budget: str, fmt: str = "github"
     shown = human_bytes(limit) if kind in ("uplink", "downlink") else f"{limit:g}{ {'airtime': ' s', 'energy': ' J'}.get(kind, '')}"
     parts = []
     for task, rows in group(records).items():
-        score = lambda row: _per_seed(row, lambda rec: best_within(rec, kind, limit))  # noqa: E731
-        varying = [k for k in ("model", "channel", "codec", "scheduler") if len({str(r.settings[k]) for r in rows}) > 1]
+        score = lambda row: row.per_seed(lambda rec: best_within(rec, kind, limit))  # noqa: E731
+        varying = _varying(rows)
         body = []
         for r in rows:
             mine = score(r)
@@ -156,7 +152,7 @@ def target_table(records: list[dict[str, Any]], target: str, fmt: str = "github"
             means = [r.estimate("score").mean for r in rows]
             best = max(means) if higher else min(means)
             goal = best * value / 100
-        varying = [k for k in ("model", "channel", "codec", "scheduler") if len({str(r.settings[k]) for r in rows}) > 1]
+        varying = _varying(rows)
         body = []
         for r in rows:
             hits = [cost_to(rec, goal) for rec in r.records]

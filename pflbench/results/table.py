@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from tabulate import tabulate
 
@@ -44,12 +44,15 @@ class Row:
     settings: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
 
-    def per_seed(self, key: str) -> dict[int, float]:
-        """seed -> a summary field, or a metric's sub-score (``summary.diagnostics``)."""
+    def per_seed(self, key: str | Callable[[dict[str, Any]], float | None]) -> dict[int, float]:
+        """seed -> a summary field, a metric's sub-score (``summary.diagnostics``), or what a
+        function of the record returns (None: that seed has no value)."""
         out = {}
         for r in self.records:
             s = r["summary"]
-            if key in FAIRNESS:  # derived from the rounds, so records from before it have it too
+            if callable(key):
+                value = key(r)
+            elif key in FAIRNESS:  # derived from the rounds, so records from before it have it too
                 value = participation_fairness(r)[key]
             else:
                 value = s[key] if key in s else (s.get("diagnostics") or {}).get(key)
