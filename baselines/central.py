@@ -1,8 +1,8 @@
 """Central: no federation. One LoRA trained on every client's data, as a data centre holding
 all of it would: each local update continues from where the previous one stopped (within and
 across rounds), on batches drawn from the pooled training data of every client (on reward
-cards, on the client's own prompts and reward mixture in turn). Nothing is uploaded; the
-ceiling a table reads federated methods against, beside ``base``. Its compute per round
+cards, on the client's own prompts and reward mixture in turn). Nothing is uploaded or
+broadcast; the ceiling a table reads federated methods against, beside ``base``. Its compute per round
 equals FedAvg-LoRA's (clients per round x local steps)."""
 import torch
 
@@ -40,6 +40,9 @@ class Central(Method):
             ctx.client = own
         self._latest = (ctx.round, {n: params[n].detach().clone() for n in ctx.parts.shared})
         return LocalResult(ctx.num_samples, loss, upload={})  # nothing leaves the data centre
+
+    def broadcast(self, shared):
+        return {}  # the data centre trains where the data is: nothing is sent to anyone
 
     def aggregate(self, shared, updates, info):
         if self._latest is None or self._latest[0] != info.round:

@@ -77,6 +77,7 @@ def test_central_uploads_nothing_trains_on_pooled_data_and_moves_the_global_mode
     start = {n: t.clone() for n, t in runner.global_shared.items()}
     rec = runner.run(0.0)
     assert rec["summary"]["uplink_bytes"] == 0 and rec["summary"]["delivered_updates"] == 0
+    assert rec["summary"]["downlink_bytes"] == 0  # no network: nothing is broadcast either
     assert set(seen) == {"pooled"} and len(seen) == 2 * 2 * exp.spec.local_steps
     assert any(not torch.equal(start[n], runner.global_shared[n]) for n in start)
     assert rec["summary"]["personalization_gain"] == 0

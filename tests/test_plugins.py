@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+from pflbench.methods.base import INTERFACE
+
 PLUGIN = '''
 from dataclasses import dataclass
 
@@ -137,7 +139,7 @@ def test_a_plugin_for_an_older_interface_fails_before_training_and_a_failing_hoo
     ran = subprocess.run(cmd + ["run", "--method", "old-agg", *small], env=env, capture_output=True, text=True)
     assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
     assert all(w in ran.stderr for w in ("package oldplug", "OldAggregate", "overrides aggregate(self, shared, updates)",
-                                         "interface 3 calls aggregate(self, shared, updates, info)")), ran.stderr
+                                         f"interface {INTERFACE} calls aggregate(self, shared, updates, info)")), ran.stderr
     assert not (tmp_path / "r").exists()  # nothing ran: refused before a results folder or a model
     listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True)
     assert {r["name"]: r for r in json.loads(listed.stdout)}["old-agg"]["description"].startswith("BROKEN:")

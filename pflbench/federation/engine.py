@@ -134,7 +134,9 @@ class Runner:
             links = exp.channel.realize(r, sampled, chan_rng, share=len(sampled))
 
         # the server broadcasts full-precision global weights and its state to the sampled clients
-        broadcast = {**self.global_shared, **{f"server/{k}": v for k, v in method.server.items()}}
+        # (what the method says it sends: nothing for central, which has no network)
+        with plugin_hook(exp, "broadcast", r):
+            broadcast = method.broadcast(self.global_shared)
         downlink = len(self.downlink_codec.encode(broadcast, Schema.of(broadcast))) * len(sampled) if broadcast else 0
         lr = spec.lr if spec.lr is not None else method.default_lr
         jobs = [ClientJob(round=r, client=c, lr=lr, global_shared=self.global_shared, private=self.store.get(c),

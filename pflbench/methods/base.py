@@ -226,7 +226,7 @@ class Method:
     def __init__(self, options: dict[str, str] | None = None):
         self.options = parse_method_options(self.Options, options or {}, self.name)
         # server state (tensors): kept by the method between rounds, checkpointed by the
-        # engine, broadcast to the sampled clients as ``ctx.server`` (counted in downlink bytes)
+        # engine, given to the sampled clients as ``ctx.server`` (broadcast: see ``broadcast``)
         self.server: dict[str, torch.Tensor] = {}
 
     def prepare(self, model: torch.nn.Module) -> Parts:
@@ -248,6 +248,13 @@ class Method:
         """Called every round, also when no update arrived (``updates`` empty)."""
         return fedavg(shared, updates)
 
+    def broadcast(self, shared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the server sends each sampled client at the start of a round, encoded at fp32
+        into the round's downlink bytes: by default the global shared tensors and the server
+        state (``server/NAME``). A reference with no network between clients and server (central)
+        sends nothing; a method whose clients already hold part of it may leave that part out."""
+        return {**shared, **{f"server/{k}": v for k, v in self.server.items()}}
+
     def deployed(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> ContextManager:
         """Entered while a trained client's model is scored (its private tensors loaded;
         ``state``: its client state). Default: ``deployed_adapters`` active."""
@@ -263,9 +270,9 @@ class Method:
 # The interface's version, raised when a hook's signature or meaning changes (docs/methods/adding.md, "Changes
 # to the interface"): 1 prepare, local_update, aggregate(shared, updates); 2 aggregate gets the
 # round's ``info``, ``deployed`` and ``shared_alone`` hooks, state and messages in ``ctx``;
-# 3 ``batchable``.
-INTERFACE = 3
-HOOKS = ("prepare", "local_update", "batchable", "aggregate", "deployed", "shared_alone")
+# 3 ``batchable``; 4 ``broadcast`` (what the downlink carries).
+INTERFACE = 4
+HOOKS = ("prepare", "local_update", "batchable", "aggregate", "broadcast", "deployed", "shared_alone")
 
 
 def check_interface(cls: Any, name: str, package: str) -> None:
