@@ -32,7 +32,11 @@ def test_the_curve_is_every_evaluated_round_with_its_cumulative_cost(evaluated):
         running += r["uplink_bytes"]
         assert p["uplink_bytes"] == running and p["score"] == r["eval"]["score"]
     assert points[-1]["airtime_s"] == pytest.approx(rec["summary"]["airtime_s"])
-    assert points[-1]["downlink_bytes"] == rec["summary"]["downlink_bytes"]
+    assert points[-1]["downlink_bytes"] == rec["summary"]["downlink_bytes"] > 0
+    assert all(p["total_bytes"] == p["uplink_bytes"] + p["downlink_bytes"] for p in points)
+    walls = [p["wall_s"] for p in points]
+    assert walls[0] == 0 and all(a < b for a, b in zip(walls, walls[1:]))  # every round took time
+    assert walls[-1] <= rec["summary"]["wall_s"]
 
 
 def test_best_within_a_budget_counts_only_what_fits(evaluated):
@@ -64,6 +68,9 @@ def test_the_tables_pair_with_the_references_and_count_runs_that_never_reach(eva
     assert "quality under a budget of uplink 100.00 kB" in text
     pftt = next(l for l in text.splitlines() if l.startswith("| pftt"))
     assert pftt.count("up)") == 2  # paired with local-only and with fedavg-lora, 2 seeds each
+    fed = curve(records[0])
+    both = budget_table(records, f"total={fed[1]['total_bytes']}B")  # fedavg-lora's first round, both ways
+    assert "best within total" in both
     never = target_table(records, "101")
     assert all("0/2" in l and "not reached" in l for l in never.splitlines() if l.startswith("| ") and "method" not in l)
     best = target_table(records, "100%")
@@ -89,6 +96,7 @@ def test_budget_and_target_parse_units():
     assert parse_budget("airtime=2min") == ("airtime", 120.0)
     assert parse_budget("energy=3") == ("energy", 3.0)
     assert parse_budget("rounds=4") == ("rounds", 4.0)
+    assert parse_budget("total=1.5kB") == ("total", 1500.0)
     assert parse_target("90%") == (90.0, True) and parse_target("60") == (60.0, False)
     with pytest.raises(UserError):
         parse_budget("rounds=4MB")

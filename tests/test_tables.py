@@ -89,6 +89,12 @@ def test_csv_and_json_carry_the_numbers_behind_the_table(folder, cli):
     assert row["score"] == pytest.approx(e.mean) and row["score_low"] == pytest.approx(e.low) and row["score_high"] == pytest.approx(e.high)
     assert row["delta_local_only"] == pytest.approx(d.mean) and row["delta_local_only_resolved"] == (d.low > 0 or d.high < 0)
     assert rows["local-only"]["delta_local_only"] is None and rows["local-only"]["uplink_bytes"] == 0
+    assert rows["local-only"]["downlink_bytes"] == 0  # nothing shared: nothing broadcast
+    fed_bytes = [(by["fedavg-lora", s]["uplink_bytes"], by["fedavg-lora", s]["downlink_bytes"]) for s in SEEDS]
+    assert row["total_bytes"] == pytest.approx(sum(u + d for u, d in fed_bytes) / len(SEEDS)) and row["downlink_bytes"] > 0
+    code, text, _ = cli("table", str(folder))
+    header = next(l for l in text.splitlines() if l.startswith("| method"))
+    assert [h.strip() for h in header.split("|")][-6:-3] == ["uplink", "downlink", "up+down"]
     code, out, _ = cli("table", str(folder), "--format", "csv")
     table = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(table) == len(METHODS)

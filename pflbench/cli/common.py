@@ -83,7 +83,7 @@ class _Progress:
         reward = f"  reward {rec['train_reward']:.1f}" if rec.get("train_reward") is not None else ""
         line = (
             f"[{self.label}] round {rec['round']}/{self.rounds}  loss {loss}{reward}  "
-            f"uplink {human_bytes(rec['uplink_bytes'])}  delivered {len(rec['delivered'])}/{len(rec['links'])}"
+            f"uplink {human_bytes(rec['uplink_bytes'])}  downlink {human_bytes(rec['downlink_bytes'])}  delivered {len(rec['delivered'])}/{len(rec['links'])}"
         )
         if rec["eval"] is not None:
             line += f"  score {rec['eval']['score']:.2f}  gain {rec['eval']['personalization_gain']:+.2f}"

@@ -25,7 +25,7 @@ def table(
     across: bool = typer.Option(False, "--across-models", help="each comparison (a method minus local-only or fedavg-lora, paired over seeds) on each model side by side: which claims survive a change of model"),
     across_precision: bool = typer.Option(False, "--across-precisions", help="the same, fp32 beside bf16"),
     schedulers: bool = typer.Option(False, "--schedulers", help="each scheduler against random, per method and channel: score, fairness, airtime, energy (paired over seeds)"),
-    budget: Optional[str] = typer.Option(None, help="quality under a budget: per method, the best score within KIND=VALUE, KIND uplink, downlink (5MB, 200kB), airtime (30s), energy (2J) or rounds (3)"),
+    budget: Optional[str] = typer.Option(None, help="quality under a budget: per method, the best score within KIND=VALUE, KIND uplink, downlink, total (both ways; 5MB, 200kB), airtime (30s), energy (2J) or rounds (3)"),
     target: Optional[str] = typer.Option(None, help="cost to a target: per method, what it spent until its score first reached T (a score, or P% of the best method's mean); runs that never do are counted apart"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""

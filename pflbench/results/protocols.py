@@ -2,7 +2,7 @@
 
 Both read a run's curve: the untrained model at round 0 (cost nothing), then every evaluated
 round (``--eval-every``; the last round always is) with the cumulative uplink and downlink
-bytes, airtime and energy up to it, summed from the round records.
+bytes (and their sum), airtime, energy and wall time up to it, summed from the round records.
 
 - **Quality under a budget** (``pflbench table --budget uplink=5MB``): per run, the best score
   among the points whose cumulative cost is within the budget; per row, its mean and 95% t
@@ -28,15 +28,15 @@ from pflbench.results.table import (REFERENCE_METHODS, Row, _setting_text, fmt_e
                                     reference_row)
 
 # budget name -> (cumulative field, unit words accepted, how a value is shown)
-COSTS = {"uplink": "uplink_bytes", "downlink": "downlink_bytes", "airtime": "airtime_s", "energy": "energy_j",
-         "rounds": "round"}
+COSTS = {"uplink": "uplink_bytes", "downlink": "downlink_bytes", "total": "total_bytes", "airtime": "airtime_s",
+         "energy": "energy_j", "rounds": "round"}
 _BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_UNITS = {"uplink": _BYTES, "downlink": _BYTES, "airtime": {"": 1, "s": 1, "min": 60, "h": 3600},
+_UNITS = {"uplink": _BYTES, "downlink": _BYTES, "total": _BYTES, "airtime": {"": 1, "s": 1, "min": 60, "h": 3600},
           "energy": {"": 1, "j": 1, "kj": 1e3}, "rounds": {"": 1}}
 
 
 def parse_budget(text: str) -> tuple[str, float]:
-    """``uplink=5MB``, ``downlink=200kB``, ``airtime=30s``, ``energy=2J``, ``rounds=3`` -> (kind, limit)."""
+    """``uplink=5MB``, ``downlink=200kB``, ``total=6MB`` (both directions), ``airtime=30s``, ``energy=2J``, ``rounds=3`` -> (kind, limit)."""
     kind, sep, value = text.partition("=")
     kind = kind.strip().lower()
     if not sep or kind not in COSTS:
@@ -54,12 +54,17 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 def curve(record: dict[str, Any]) -> list[dict[str, float]]:
     """The run's points: round 0 (the untrained model, no cost), then each evaluated round with
-    its score and the cumulative cost up to and including it."""
-    points = [{"round": 0, "score": record["summary"]["base_score"], **{f: 0.0 for f in COSTS.values() if f != "round"}}]
-    total = {f: 0.0 for f in COSTS.values() if f != "round"}
+    its score and the cumulative cost up to and including it (``wall_s``: the rounds' training
+    and evaluation time, on the machine that ran them)."""
+    fields = ("uplink_bytes", "downlink_bytes", "airtime_s", "energy_j")
+    total = {f: 0.0 for f in (*fields, "total_bytes", "wall_s")}
+    points = [{"round": 0, "score": record["summary"]["base_score"], **total}]
     for r in record["rounds"]:
-        for f in total:
+        for f in fields:
             total[f] += r.get(f) or 0.0
+        total["total_bytes"] = total["uplink_bytes"] + total["downlink_bytes"]
+        timing = r.get("timing") or {}
+        total["wall_s"] += (timing.get("train_s") or 0.0) + (timing.get("eval_s") or 0.0)
         if r.get("eval") is not None:
             points.append({"round": r["round"], "score": r["eval"]["score"], **total})
     return points
@@ -99,7 +104,7 @@ def budget_table(records: list[dict[str, Any]], budget: str, fmt: str = "github"
     """Per task, each method's best score within the budget: mean ± interval over seeds and
     the paired difference against each reference method under the same budget."""
     kind, limit = parse_budget(budget)
-    shown = human_bytes(limit) if kind in ("uplink", "downlink") else f"{limit:g}{ {'airtime': ' s', 'energy': ' J'}.get(kind, '')}"
+    shown = human_bytes(limit) if kind in ("uplink", "downlink", "total") else f"{limit:g}{ {'airtime': ' s', 'energy': ' J'}.get(kind, '')}"
     parts = []
     for task, rows in group(records).items():
         score = lambda row: row.per_seed(lambda rec: best_within(rec, kind, limit))  # noqa: E731
@@ -163,8 +168,8 @@ def target_table(records: list[dict[str, Any]], target: str, fmt: str = "github"
 
             body.append([r.method, *[_setting_text(k, r.settings[k]) for k in varying], f"{len(reached)}/{len(hits)}",
                          cell("round"), cell("uplink_bytes", _bytes_estimate), cell("downlink_bytes", _bytes_estimate),
-                         cell("airtime_s"), cell("energy_j")])
-        header = ["method", *varying, "reached", "rounds", "uplink", "downlink", "airtime s", "energy J"]
+                         cell("total_bytes", _bytes_estimate), cell("airtime_s"), cell("energy_j")])
+        header = ["method", *varying, "reached", "rounds", "uplink", "downlink", "up+down", "airtime s", "energy J"]
         what = f"{value:g}% of the best method's mean final score, {goal:.2f}" if relative else f"{goal:g}"
         parts.append(f"### {task}: cost to reach a score of {what}\n\n"
                      + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))

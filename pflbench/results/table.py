@@ -175,7 +175,8 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     has_unseen = any(rec["summary"].get("unseen_client_score") is not None for r in rows for rec in r.records)
     header = ["method", *varying, "n", "score", "Δ base", "pers. gain",
               "Δ local-only", "Δ fedavg-lora", "worst client", *diagnostics,
-              *(["unseen clients"] if has_unseen else []), "uplink", "airtime s", "delivered/lost/late"]
+              *(["unseen clients"] if has_unseen else []), "uplink", "downlink", "up+down", "airtime s",
+              "delivered/lost/late"]
     header = [h.replace("_", " ") for h in header]
     body = []
     # reference rows: the untrained model (and the majority label) per distinct model and client count
@@ -201,13 +202,19 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
             fmt_paired(compare(r, rows, "local-only")), fmt_paired(compare(r, rows, "fedavg-lora")),
             fmt_estimate(r.estimate("worst_client_score")),
             *[fmt_estimate(r.estimate(d)) for d in diagnostics], *unseen,
-            human_bytes(r.mean("uplink_bytes")), f"{r.mean('airtime_s'):.2f}", delivered,
+            *_bytes_cells(r), f"{r.mean('airtime_s'):.2f}", delivered,
         ])
     table = tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True)
     parts = [_headline(task, rows, shared), table]
     if diagnostics:
         parts.append(_diagnostic_differences(rows, varying, diagnostics, fmt))
     return "\n\n".join([*parts, LEGEND])
+
+
+def _bytes_cells(r: Row) -> list[str]:
+    """Mean bytes per run: uplink, downlink (what the server broadcast) and their sum."""
+    up, down = r.mean("uplink_bytes"), r.mean("downlink_bytes")
+    return [human_bytes(up), human_bytes(down), human_bytes(up + down)]
 
 
 def _diagnostic_differences(rows: list[Row], varying: list[str], diagnostics: list[str], fmt: str) -> str:
@@ -259,6 +266,7 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row.update(_est(key, r.estimate(key)))
             for key in ("uplink_bytes", "downlink_bytes", "airtime_s", "energy_j", "delivered_updates", "lost_updates", "late_updates"):
                 row[key] = r.mean(key)
+            row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"]
             out.append(row)
     return out
 
@@ -292,8 +300,8 @@ def channel_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
             cost = "" if ref is None or ref is r else fmt_paired(paired(r.per_seed("score"), ref.per_seed("score")))
             body.append([r.method, r.settings["channel"], len(r.records), fmt_estimate(r.estimate("score")), cost,
                          f"{r.mean('lost_updates'):.1f}", f"{r.mean('late_updates'):.1f}", f"{r.mean('airtime_s'):.2f}",
-                         f"{r.mean('energy_j'):.3g}", human_bytes(r.mean("uplink_bytes"))])
-        header = ["method", "channel", "n", "score", "Δ ideal", "lost", "late", "airtime s", "energy J", "uplink"]
+                         f"{r.mean('energy_j'):.3g}", *_bytes_cells(r)])
+        header = ["method", "channel", "n", "score", "Δ ideal", "lost", "late", "airtime s", "energy J", "uplink", "downlink", "up+down"]
         parts.append(f"### {task}: what each channel costs\n\n" + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))
     return "\n\n".join(parts) + ("\n\nΔ ideal: the score minus the same method's on the ideal channel, paired seed by seed "
                                  "(* resolved); lost, late: updates per run; airtime and energy: summed over a run's uploads.")
