@@ -14,6 +14,7 @@ class Central(Method):
     name = "central"
     description = "every client's data pooled in one LoRA, no federation, no uplink (the ceiling)"
     Options = LoraOptions
+    federated = False  # nothing uploaded, nothing broadcast: the pooled LoRA never leaves the data centre
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -39,10 +40,7 @@ class Central(Method):
         finally:
             ctx.client = own
         self._latest = (ctx.round, {n: params[n].detach().clone() for n in ctx.parts.shared})
-        return LocalResult(ctx.num_samples, loss, upload={})  # nothing leaves the data centre
-
-    def broadcast(self, shared):
-        return {}  # the data centre trains where the data is: nothing is sent to anyone
+        return LocalResult(ctx.num_samples, loss)
 
     def aggregate(self, shared, updates, info):
         if self._latest is None or self._latest[0] != info.round:

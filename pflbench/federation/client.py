@@ -180,7 +180,10 @@ def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Ten
 
 def _upload(exp, schema: Schema, ctx: LocalContext, result: Any) -> dict[str, torch.Tensor]:
     """The tensors this client sends: the delta of every shared tensor by default, else
-    what the method's ``LocalResult.upload`` names (checked against the schema)."""
+    what the method's ``LocalResult.upload`` names (checked against the schema); nothing from
+    a method that is not ``federated``."""
+    if not exp.method.federated:
+        return {}
     if result.upload is None:
         return ctx.delta() if exp.parts.shared else {}
     allowed = set(exp.parts.shared) | set(exp.parts.messages)

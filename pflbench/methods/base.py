@@ -218,6 +218,9 @@ class Method:
     # scored alone; None: every adapter (names as given to add_lora / add_bottleneck_adapters)
     deployed_adapters: ClassVar[tuple[str, ...] | None] = None
     shared_adapters: ClassVar[tuple[str, ...] | None] = None
+    # False: a reference with no network between clients and server (central): nothing is
+    # uploaded or broadcast, whatever ``local_update`` returns (0 bytes both ways)
+    federated: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Options:
@@ -251,8 +254,10 @@ class Method:
     def broadcast(self, shared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What the server sends each sampled client at the start of a round, encoded at fp32
         into the round's downlink bytes: by default the global shared tensors and the server
-        state (``server/NAME``). A reference with no network between clients and server (central)
-        sends nothing; a method whose clients already hold part of it may leave that part out."""
+        state (``server/NAME``); nothing when the method is not ``federated``. A method whose
+        clients already hold part of it may leave that part out."""
+        if not self.federated:
+            return {}
         return {**shared, **{f"server/{k}": v for k, v in self.server.items()}}
 
     def deployed(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> ContextManager:
@@ -270,7 +275,7 @@ class Method:
 # The interface's version, raised when a hook's signature or meaning changes (docs/methods/adding.md, "Changes
 # to the interface"): 1 prepare, local_update, aggregate(shared, updates); 2 aggregate gets the
 # round's ``info``, ``deployed`` and ``shared_alone`` hooks, state and messages in ``ctx``;
-# 3 ``batchable``; 4 ``broadcast`` (what the downlink carries).
+# 3 ``batchable``; 4 ``broadcast`` (what the downlink carries) and ``federated``.
 INTERFACE = 4
 HOOKS = ("prepare", "local_update", "batchable", "aggregate", "broadcast", "deployed", "shared_alone")
 
