@@ -29,6 +29,23 @@ def test_exact_byte_counts(tensors):
     assert sizes["topk:0.01"] == HEADER_BYTES + 4 + 4 * k + 4 * k
 
 
+@pytest.mark.parametrize("codec", ["fp32", "fp16", "bf16", "int8", "topk:0.1", "topk:0.01", "topk:1", "topk:0.0001"])
+def test_payload_length_is_what_encode_returns_for_any_values_and_shapes(codec):
+    """The length rule ``budget show`` uses for payloads too large to encode, against the encoder
+    on random schemas (scalars, vectors, tall and wide matrices, 3-d, a single value), random
+    values, zeros and spikes."""
+    c = make_codec(codec)
+    g = torch.Generator().manual_seed(1)
+    for trial in range(30):
+        shapes = [tuple(int(d) for d in torch.randint(1, 40, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g))
+                  for _ in range(int(torch.randint(1, 6, (1,), generator=g)))]
+        names = [f"t{i}" for i in range(len(shapes))]
+        schema = Schema(tuple(names), tuple(shapes))
+        for fill in (lambda s: torch.randn(s, generator=g), torch.zeros, lambda s: torch.randn(s, generator=g) * 1e6):
+            values = {n: fill(s) for n, s in zip(names, shapes)}
+            assert len(c.encode(values, schema)) == c.payload_length(schema), (codec, shapes)
+
+
 def test_round_trip_error_bounds(tensors):
     schema = Schema.of(tensors)
     for name in ("fp16", "bf16", "int8"):

@@ -134,6 +134,17 @@ class Codec:
         """-> (body, header flags)"""
         raise NotImplementedError
 
+    def body_length(self, schema: Schema) -> int:
+        """The length of ``encode_body``'s body for ``schema``, whatever the values: what the
+        decoder checks a body against, and what ``payload_length`` adds up."""
+        raise NotImplementedError
+
+    def payload_length(self, schema: Schema) -> int:
+        """The exact length of a full upload of ``schema`` (header and body): the bytes
+        ``encode`` returns for any values, without holding them (``pflbench budget show``
+        for payloads too large to encode here; tests check it against ``encode``)."""
+        return HEADER_BYTES + self.body_length(schema)
+
     def decode_body(self, body: memoryview, schema: Schema, flags: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -158,8 +169,11 @@ class FP32Codec(Codec):
     def encode_body(self, flat, schema):
         return flat.numpy().astype("<f4", copy=False).tobytes(), 0
 
+    def body_length(self, schema):
+        return 4 * schema.numel
+
     def decode_body(self, body, schema, flags):
-        _check_len(self.name, body, 4 * schema.numel)
+        _check_len(self.name, body, self.body_length(schema))
         return torch.from_numpy(np.frombuffer(body, dtype="<f4").copy())
 
 
@@ -172,8 +186,11 @@ class FP16Codec(Codec):
     def encode_body(self, flat, schema):
         return flat.clamp(-65504, 65504).numpy().astype("<f2").tobytes(), 0
 
+    def body_length(self, schema):
+        return 2 * schema.numel
+
     def decode_body(self, body, schema, flags):
-        _check_len(self.name, body, 2 * schema.numel)
+        _check_len(self.name, body, self.body_length(schema))
         return torch.from_numpy(np.frombuffer(body, dtype="<f2").astype(np.float32))
 
 
@@ -186,8 +203,11 @@ class BF16Codec(Codec):
     def encode_body(self, flat, schema):
         return flat.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2", copy=False).tobytes(), 0
 
+    def body_length(self, schema):
+        return 2 * schema.numel
+
     def decode_body(self, body, schema, flags):
-        _check_len(self.name, body, 2 * schema.numel)
+        _check_len(self.name, body, self.body_length(schema))
         raw = torch.from_numpy(np.frombuffer(body, dtype="<i2").copy())
         return raw.view(torch.bfloat16).float()
 
@@ -228,10 +248,13 @@ class Int8Codec(Codec):
         v_all = torch.cat(values) if values else torch.zeros(0, dtype=torch.int8)
         return s_all.numpy().astype("<f4").tobytes() + v_all.numpy().tobytes(), 0
 
+    def body_length(self, schema):
+        return 4 * sum(r for r, _, _ in _rows(schema)) + schema.numel
+
     def decode_body(self, body, schema, flags):
         layout = _rows(schema)
         n_rows = sum(r for r, _, _ in layout)
-        _check_len(self.name, body, 4 * n_rows + schema.numel)
+        _check_len(self.name, body, self.body_length(schema))
         scales = torch.from_numpy(np.frombuffer(body[: 4 * n_rows], dtype="<f4").copy())
         values = torch.from_numpy(np.frombuffer(body[4 * n_rows :], dtype=np.int8).astype(np.float32))
         out, r0, v0 = [], 0, 0
@@ -256,12 +279,24 @@ class TopKCodec(Codec):
         self.fraction = fraction
         self.name = f"topk:{fraction:g}"
 
+    def _k(self, n: int) -> int:
+        return min(n, max(1, math.ceil(self.fraction * n))) if n else 0
+
+    def _bitmap(self, n: int, k: int) -> bool:
+        """Positions as a bitmap (header flag 1) when it is smaller than k indices."""
+        return (n + 7) // 8 < 4 * k
+
+    def body_length(self, schema):
+        n = schema.numel
+        k = self._k(n)
+        return 4 + 4 * k + ((n + 7) // 8 if self._bitmap(n, k) else 4 * k)
+
     def encode_body(self, flat, schema):
         n = flat.numel()
-        k = min(n, max(1, math.ceil(self.fraction * n))) if n else 0
+        k = self._k(n)
         idx = torch.topk(flat.abs(), k, sorted=False).indices.sort().values if k else torch.zeros(0, dtype=torch.long)
         values = flat[idx].numpy().astype("<f4").tobytes()
-        if (n + 7) // 8 < 4 * k:
+        if self._bitmap(n, k):
             mask = np.zeros(n, dtype=bool)
             mask[idx.numpy()] = True
             return struct.pack("<I", k) + values + np.packbits(mask, bitorder="little").tobytes(), 1
