@@ -119,3 +119,75 @@ def test_a_budget_that_cannot_guard_anything_is_refused(cli, tmp_path, table, ne
     path.write_text(json.dumps({KEY: table}))
     code, out, err = cli("budget", "check", "--budget", str(path))
     assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+# ---- budget show: payloads on the meta device ------------------------------------------------
+REAL = [("fedavg-lora", "fp32"), ("pftt", "int8"), ("scaffold-lora", "topk:0.1"), ("fedavg-full", "fp16"),
+        ("central", "fp32"), ("local-only", "fp32"), ("ffa-lora", "topk:0.01"), ("fedsa-lora", "bf16")]
+
+
+@pytest.fixture(scope="module")
+def real_rounds():
+    """One round of one client of each method on the tiny model, as `budget check` measures."""
+    from pflbench.config import RunSpec
+    from pflbench.federation.engine import run
+
+    return {(m, c): run(RunSpec(method=m, codec=c, clients=2, clients_per_round=1, rounds=1, local_steps=1, batch_size=2), None)
+            for m, c in REAL}
+
+
+@pytest.mark.parametrize("method, codec", REAL)
+def test_budget_show_on_the_meta_device_is_a_real_runs_payload_both_ways(real_rounds, method, codec):
+    """No weights read, no training: the architecture on the meta device, the method's adapters,
+    zeros of the real shapes through the codec. Exactly what the real run's round counted,
+    uplink and downlink (scaffold's control variates in both, central's nothing)."""
+    from pflbench.orchestration.budget import meta_payload
+
+    rec = real_rounds[method, codec]
+    shown = meta_payload("tiny", method, codec)
+    r = rec["rounds"][0]
+    assert shown.uplink_bytes == r["uplink_bytes"] and shown.downlink_bytes == r["downlink_bytes"]
+    assert shown.encoded and shown.parameters == rec["model"]["parameters"]
+    assert shown.shared_parameters == rec["model"]["shared_parameters"]
+
+
+def test_budget_show_agrees_with_the_budget_file_for_every_method_and_codec():
+    """leaderboard/budget.json's figures are real runs' (`budget check` measures them again at
+    the end of `make test`); the meta device gives every one of them."""
+    from pflbench.orchestration.budget import meta_payload
+
+    shown = {(m, c): meta_payload("tiny", m, c).uplink_bytes for m, row in LIMITS.items() for c in row}
+    assert shown == {(m, c): v for m, row in LIMITS.items() for c, v in row.items()}
+
+
+def test_budget_show_reads_any_config_and_prints_both_directions(cli, tmp_path):
+    """A folder holding a config.json (no weights), a shipped 8B config: uplink and downlink per
+    client-round and the run's totals; the JSON keys the docs name; bad input one line."""
+    cfg = tmp_path / "my-model"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}))
+    code, out, err = cli("budget", "show", "--model", str(cfg), "--method", "fedavg-lora", "--json",
+                         "--rounds", "3", "--clients-per-round", "2", "--opt", "rank=4")
+    row = json.loads(out)
+    # q (64 -> 64) and v (64 -> 32, two KV heads of 16) in 3 blocks, rank 4: A 4 x 64 each, B 64 x 4 and 32 x 4
+    values = 3 * (4 * 64 + 64 * 4 + 4 * 64 + 32 * 4)
+    assert code == 0 and row["shared_parameters"] == values and row["encoded"]
+    assert row["uplink_bytes_per_client_round"] == row["downlink_bytes_per_client_round"] == 16 + 4 * values
+    assert row["uplink_bytes"] == 6 * row["uplink_bytes_per_client_round"]
+    assert row["total_bytes"] == row["uplink_bytes"] + row["downlink_bytes"]
+
+    code, out, _ = cli("budget", "show", "--model", "llama-3.1-8b", "--method", "fedavg-full,pftt", "--codec", "int8")
+    assert code == 0 and "8,030,261,248 parameters" in out
+    full = next(l for l in out.splitlines() if l.startswith("| fedavg-full"))
+    assert "32,121,045,008" in full  # the fp32 broadcast of every weight: 16 + 4 x 8,030,261,248
+    assert "length rule" in out  # 8B values are not encoded here
+
+    for args, needle in ((("--model", "no/such-model"), "budget show needs an architecture"),
+                         (("--method", "nope"), "unknown method 'nope'"),
+                         (("--codec", "zip"), "unknown codec 'zip'"),
+                         (("--model", str(tmp_path)), "budget show needs an architecture"),
+                         (("--opt", "rank=x", "--method", "pftt"), "rank")):
+        code, _, err = cli("budget", "show", *args)
+        assert code == 2 and needle in err and err.count("\n") == 1, (args, err)

@@ -53,6 +53,11 @@ def test_a_round_of_pftt_on_smollm2(small_spec):
     assert rec["model"]["shared_parameters"] == 294_000
     assert rec["rounds"][0]["uplink_bytes"] == 16 + 4 * 294_000
     assert 0 < rec["summary"]["score"] < 100
+    from pflbench.orchestration.budget import meta_payload  # budget show: the same bytes, no weights read
+
+    shown = meta_payload("smollm2-135m", "pftt")
+    assert (shown.uplink_bytes, shown.downlink_bytes) == (rec["rounds"][0]["uplink_bytes"], rec["rounds"][0]["downlink_bytes"])
+    assert shown.parameters == rec["model"]["parameters"]
 
 
 def test_list_models_gives_size_licence_and_whether_it_runs_offline(cli):

@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from pflbench.errors import UserError
 from pflbench.cli.common import (
-    app, _err,
+    app, DEFAULT, _err, _method_options,
 )
 
 
@@ -18,7 +18,8 @@ from pflbench.cli.common import (
 # torch (and matplotlib), which `pflbench --help` and `pflbench list` do without.
 
 
-budget_app = typer.Typer(help="The communication budget: uplink bytes per client-round, measured, against a budget file.",
+budget_app = typer.Typer(help="The communication budget: uplink bytes per client-round, measured, against a budget file; "
+                              "exact payloads of any architecture without its weights (show).",
                          no_args_is_help=True)
 
 
@@ -74,3 +75,50 @@ def budget_update(budget: Path = _budget_file, methods: Optional[str] = _budget_
     b.write(budget, b.updated(data, lines))
     print(_budget_table(lines))
     print(f"written: {budget}")
+
+
+@budget_app.command("show")
+def budget_show(
+    model: str = typer.Option(DEFAULT.model, help="registered model, shipped config (qwen2.5-0.5b, llama-3.1-8b, ...), config.json file or folder, or Hugging Face id in the local cache"),
+    method: Optional[str] = typer.Option(None, "--method", "--methods", help="comma-separated methods (default: every registered method)"),
+    codec: str = typer.Option(DEFAULT.codec, help="uplink codec: fp32, fp16, bf16, int8 or topk:F (the downlink is fp32)"),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="KEY=VALUE for every method that has KEY, or METHOD:KEY=VALUE (repeatable)"),
+    rounds: int = typer.Option(DEFAULT.rounds, min=1, help="rounds, for the run's totals"),
+    clients_per_round: int = typer.Option(DEFAULT.clients_per_round, min=1, help="clients sampled each round, for the run's totals"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (an object for one method, a list for several), nothing else"),
+) -> None:
+    """Exact uplink and downlink bytes per client-round of each method on MODEL's architecture,
+    built on PyTorch's meta device (no memory, no weights read): the method's adapters
+    attached, zeros of the real shapes encoded by the run's codec. Totals for ROUNDS x
+    CLIENTS_PER_ROUND uploads and broadcasts."""
+    import json
+
+    from pflbench import registry
+    from pflbench.config import parse_options
+    from pflbench.federation.codec import make_codec
+    from pflbench.orchestration import budget as b
+    from pflbench.results.table import human_bytes
+
+    make_codec(codec)  # an unknown codec is one line, before any model
+    names = registry.methods.usable([m.strip() for m in method.split(",") if m.strip()] if method else None, warn=_err)
+    options = _method_options(opt or [], names, "shown")
+    shown = [b.meta_payload(model, m, codec, parse_options(options[m])) for m in names]
+    rows = [{"model": p.model, "architecture": p.architecture, "method": p.method, "codec": p.codec,
+             "base_parameters": p.base_parameters, "parameters": p.parameters,
+             "shared_parameters": p.shared_parameters, "uplink_bytes_per_client_round": p.uplink_bytes,
+             "downlink_bytes_per_client_round": p.downlink_bytes, "encoded": p.encoded, "rounds": rounds,
+             "clients_per_round": clients_per_round, **p.totals(rounds, clients_per_round)} for p in shown]
+    if as_json:
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        return
+    first = shown[0]
+    body = [[r["method"], f"{r['shared_parameters']:,}", f"{r['uplink_bytes_per_client_round']:,}",
+             f"{r['downlink_bytes_per_client_round']:,}", human_bytes(r["uplink_bytes"]), human_bytes(r["downlink_bytes"]),
+             human_bytes(r["total_bytes"])] for r in rows]
+    print(f"{model} ({first.architecture}): {first.base_parameters:,} parameters; uplink codec {first.codec}, downlink fp32")
+    print(tabulate(body, headers=["method", "shared values", "uplink B / client-round", "downlink B / client-round",
+                                  f"uplink, {rounds} x {clients_per_round}", "downlink", "up+down"],
+                   tablefmt="github", disable_numparse=True))
+    how = ("zeros of the real shapes encoded by the codecs" if all(p.encoded for p in shown) else
+           f"encoded where a payload holds at most {b.ENCODE_LIMIT:,} values, else the codec's length rule (the one its decoder checks)")
+    print(f"Bytes: {how}; totals: every sampled client uploads and is broadcast to every round, delivered or not.")

@@ -182,3 +182,27 @@ def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[st
 
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
 _force = typer.Option(False, "--force", help="run again a spec whose record is already in RESULTS_DIR (replaced when the new run finishes)")
+
+
+def _method_options(pairs: list[str], names: list[str], doing: str = "benchmarked") -> dict[str, list[str]]:
+    """``--opt`` of a command over several methods (bench, budget show): ``KEY=VALUE`` goes to
+    every method that declares KEY; ``METHOD:KEY=VALUE`` to that one."""
+    import dataclasses
+
+    from pflbench import registry
+
+    out: dict[str, list[str]] = {n: [] for n in names}
+    for pair in pairs:
+        target, colon, rest = pair.partition(":") if ":" in pair.split("=", 1)[0] else ("", "", pair)
+        if colon:
+            if target not in out:
+                raise UserError(f"--opt {pair!r}: method {target!r} is not among those {doing} ({', '.join(names)})")
+            out[target].append(rest)
+            continue
+        key = parse_options([pair]).popitem()[0]
+        takers = [n for n in names if key in {f.name for f in dataclasses.fields(registry.methods.get(n).Options)}]
+        if not takers:
+            raise UserError(f"--opt {pair!r}: no {doing} method has an option {key!r} (see `pflbench list methods`)")
+        for n in takers:
+            out[n].append(pair)
+    return out

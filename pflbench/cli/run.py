@@ -10,13 +10,13 @@ import typer
 from tabulate import tabulate
 
 from pflbench import registry
-from pflbench.config import parse_options, parse_seeds
+from pflbench.config import parse_seeds
 from pflbench.errors import UserError
 from pflbench.cli.common import (
     app, DEFAULT, _err, _spec, _execute, _task, _model, _channel, _scheduler, _codec, _clients, _cpr,
     _rounds, _steps, _batch, _lr, _seed, _eval_every, _opt, _results, _device, _precision,
     _init, _data_dir, _use_data_dir, _backend, _workers, _ray_address, _parallel, _backend_args,
-    _json, _force,
+    _json, _force, _method_options,
 )
 
 
@@ -51,27 +51,6 @@ def run(
 
     print(render([record]))
     _err(f"record: {results_dir / record['run_id'] / 'record.json'}")
-
-
-def _bench_options(pairs: list[str], names: list[str]) -> dict[str, list[str]]:
-    """``KEY=VALUE`` goes to every method that declares KEY; ``METHOD:KEY=VALUE`` to that one."""
-    import dataclasses
-
-    out: dict[str, list[str]] = {n: [] for n in names}
-    for pair in pairs:
-        target, colon, rest = pair.partition(":") if ":" in pair.split("=", 1)[0] else ("", "", pair)
-        if colon:
-            if target not in out:
-                raise UserError(f"--opt {pair!r}: method {target!r} is not among those benchmarked ({', '.join(names)})")
-            out[target].append(rest)
-            continue
-        key = parse_options([pair]).popitem()[0]
-        takers = [n for n in names if key in {f.name for f in dataclasses.fields(registry.methods.get(n).Options)}]
-        if not takers:
-            raise UserError(f"--opt {pair!r}: no benchmarked method has an option {key!r} (see `pflbench list methods`)")
-        for n in takers:
-            out[n].append(pair)
-    return out
 
 
 def _write_leaderboard(results_dir: Path) -> str:
@@ -113,7 +92,7 @@ def bench(
     where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     # the named methods (a typo fails before hours of training), or every one that loads
     names = registry.methods.usable([m.strip() for m in methods.split(",") if m.strip()] if methods else None, warn=_err)
-    options = _bench_options(opt or [], names)
+    options = _method_options(opt or [], names)
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
               lr, seed, eval_every, options[name], device, parallel, precision, scheduler=scheduler)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from pflbench import registry
 from pflbench.errors import UserError
-from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir, describe_size
+from pflbench.models.base import CONFIGS, LoadedModel, ModelSource, Progress, build_into, cache_dir, describe_size, read_config
 
-__all__ = ["LoadedModel", "ModelSource", "Progress", "build_into", "cache_dir", "describe_size", "load_model", "random_model"]
-
-CONFIGS = Path(__file__).parent / "configs"  # architecture configs shipped with the suite
+__all__ = ["LoadedModel", "ModelSource", "Progress", "architecture", "build_into", "cache_dir", "describe_size",
+           "load_model", "random_model"]
 
 
 def load_model(name: str, progress: Progress | None = None, init: str = "pretrained") -> LoadedModel:
@@ -41,31 +40,45 @@ def random_model(name: str, progress: Progress | None = None) -> LoadedModel:
     hand (a lent GPU machine). Text is read with the tiny model's 1,024-token tokenizer, whose
     ids the model's larger vocabulary covers, so the compute per token is the real model's.
     Its scores mean nothing: tables leave such runs out."""
-    import json
-
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from pflbench.models.tiny import tokenizer as tiny_tokenizer  # deferred: the zoo lists models without loading tokenizers
 
-    if name in registry.models.names() and registry.models.get(name).config_file:
-        path = CONFIGS / registry.models.get(name).config_file
-    elif (CONFIGS / f"{name}.json").exists():
-        path = CONFIGS / f"{name}.json"
-    elif Path(name).is_file():
-        path = Path(name)
-    else:
-        shipped = sorted(p.stem for p in CONFIGS.glob("*.json"))
-        raise UserError(f"--init random needs an architecture: a registered model with a shipped config, "
-                        f"one of {', '.join(shipped)}, or a config.json file; got {name!r}")
-    data = json.loads(path.read_text())
-    config = AutoConfig.for_model(data.pop("model_type"), **{k: v for k, v in data.items() if k != "architectures"})
+    config, where = architecture(name, "--init random")
     tok = tiny_tokenizer(progress)
     if config.vocab_size < len(tok):
-        raise UserError(f"{path}: vocab_size {config.vocab_size} is below the tiny tokenizer's {len(tok)}")
+        raise UserError(f"{where}: vocab_size {config.vocab_size} is below the tiny tokenizer's {len(tok)}")
     config.pad_token_id, config.eos_token_id, config.bos_token_id = tok.pad_token_id, tok.eos_token_id, None
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    return LoadedModel(name=name, model=model, tokenizer=tok, source=f"random init from {path}")
+    return LoadedModel(name=name, model=model, tokenizer=tok, source=f"random init from {where}")
+
+
+def architecture(name: str, what: str = "this") -> tuple[object, str]:
+    """A model's architecture without its weights -> (transformers config, where it came from):
+    a registered model's (``ModelSource.architecture``), a shipped config's name
+    (``qwen2.5-0.5b``, ``models/configs``), a ``config.json`` file or a folder holding one, or
+    a Hugging Face id whose config is in the local cache. One line naming the choices, else."""
+    if name in registry.models.names():
+        config = registry.models.get(name)().architecture()
+        if config is not None:
+            return config, f"model {name}"
+    elif (CONFIGS / f"{name}.json").exists():
+        return read_config(CONFIGS / f"{name}.json"), f"{CONFIGS.name}/{name}.json"
+    elif Path(name).is_file():
+        return read_config(Path(name)), name
+    elif (Path(name) / "config.json").is_file():
+        return read_config(Path(name) / "config.json"), str(Path(name) / "config.json")
+    else:
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(name, local_files_only=True), f"{name} (Hugging Face cache)"
+        except (OSError, ValueError):
+            pass
+    shipped = sorted(p.stem for p in CONFIGS.glob("*.json"))
+    raise UserError(f"{what} needs an architecture: a registered model with a config, one of {', '.join(shipped)}, "
+                    f"a config.json file or a folder holding one, or a Hugging Face id in the local cache; got {name!r}")
 
 
 def _load_pretrained(name: str) -> LoadedModel:

@@ -36,9 +36,39 @@ class ModelSource:
     def load(self, progress: Progress | None = None) -> LoadedModel:
         raise NotImplementedError
 
+    def architecture(self) -> Any:
+        """The model's transformers config, without its weights (``--init random``, ``pflbench
+        budget show``): by default read from ``config_file``; None when the source has none."""
+        return read_config(CONFIGS / self.config_file) if self.config_file else None
+
     def offline(self) -> bool:
         """Whether ``load`` works without a network (its files are installed or cached)."""
         return True
+
+
+CONFIGS = Path(__file__).parent / "configs"  # architecture configs shipped with the suite
+
+
+def read_config(path: Path) -> Any:
+    """A ``config.json`` (a Hugging Face model's, or any with ``model_type``) as a transformers
+    config; one line if it is not one."""
+    import json
+
+    from transformers import AutoConfig
+
+    from pflbench.errors import UserError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        kind = data.pop("model_type")
+        # "_source": where the suite's shipped configs came from (docs/reference/payloads.md)
+        return AutoConfig.for_model(kind, **{k: v for k, v in data.items() if k != "architectures" and not k.startswith("_")})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise UserError(f"{path} is not a readable config.json ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    except KeyError:
+        raise UserError(f"{path} has no model_type: not a transformers config.json") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}".splitlines()[0]) from None
 
 
 def build_into(target: Path, build: Callable[[Path], None]) -> None:

@@ -153,6 +153,11 @@ class TinyModel(ModelSource):
     def load(self, progress: Progress | None = None) -> LoadedModel:
         return _load_cached(VERSION, build, progress, self.name)
 
+    def architecture(self):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**CONFIG)
+
 
 class TinyChat(ModelSource):
     name = "tiny-chat"
@@ -162,6 +167,8 @@ class TinyChat(ModelSource):
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
         return _load_cached(CHAT_VERSION, build_chat, progress, self.name)
+
+    architecture = TinyModel.architecture  # the same network, other weights
 
 
 def tokenizer(progress: Progress | None = None):

@@ -34,6 +34,78 @@ def measure(method: str, codec: str, model: str = "tiny") -> int:
     return payload_bytes(method, model, codec)
 
 
+# a payload of more values than this is not encoded here (its zeros alone would take 4 bytes a
+# value); its length comes from the codec's length rule, which the decoder checks every body against
+ENCODE_LIMIT = 1 << 26
+
+
+@dataclass(frozen=True)
+class MetaPayload:
+    """One client-round's payloads of ``method`` on ``model``'s architecture, weights unread."""
+
+    model: str
+    architecture: str  # where the config came from
+    method: str
+    codec: str
+    base_parameters: int  # the architecture's own
+    parameters: int  # with the method's adapters attached
+    shared_parameters: int  # values in the shared tensors (what FedAvg would average)
+    uplink_bytes: int  # one client's upload in one round
+    downlink_bytes: int  # what the server sends one sampled client in one round (fp32)
+    encoded: bool  # both counted by encoding zeros of the real shapes (else by the codec's length rule)
+
+    def totals(self, rounds: int, clients_per_round: int) -> dict[str, int]:
+        """Over a run in which every sampled client uploads every round (what a run counts: the
+        payloads produced, delivered or not)."""
+        n = rounds * clients_per_round
+        return {"uplink_bytes": self.uplink_bytes * n, "downlink_bytes": self.downlink_bytes * n,
+                "total_bytes": (self.uplink_bytes + self.downlink_bytes) * n}
+
+
+def meta_payload(model: str, method: str, codec: str = "fp32", options: dict[str, str] | None = None) -> MetaPayload:
+    """Build ``model``'s architecture on PyTorch's meta device (no memory, no weights), attach
+    ``method``'s adapters with its ``prepare``, and encode one upload (every shared tensor and
+    every message the method declares) with ``codec`` and one broadcast (``Method.broadcast``)
+    with fp32, as a run does, from zeros of the real shapes: the bytes are the encoder's. A
+    payload above ``ENCODE_LIMIT`` values is counted by the codec's ``payload_length``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pflbench.federation.codec import FP32Codec, Schema, make_codec
+    from pflbench.models import architecture
+
+    up_codec = make_codec(codec)
+    m = registry.methods.get(method)(options or {})
+    config, where = architecture(model, "budget show")
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(config)
+        base = sum(p.numel() for p in net.parameters())
+        parts = m.prepare(net)
+    params = dict(net.named_parameters())
+    upload = Schema(tuple(parts.shared) + tuple(parts.messages),
+                    tuple(tuple(params[n].shape) for n in parts.shared) + tuple(tuple(s) for s in parts.messages.values()))
+    broadcast = Schema.of(m.broadcast({n: params[n] for n in parts.shared}))
+    if not m.federated:
+        upload = Schema((), ())
+    encoded = max(upload.numel, broadcast.numel) <= ENCODE_LIMIT
+
+    def length(codec_, schema: Schema) -> int:
+        if not len(schema):
+            return 0  # nothing to send: no payload at all, not an empty one
+        n = codec_.payload_length(schema)
+        if encoded:
+            zeros = {name: torch.zeros(shape) for name, shape in zip(schema.names, schema.shapes)}
+            sent = len(codec_.encode(zeros, schema))
+            if sent != n:
+                raise AssertionError(f"{codec_.name}: encoded {sent} bytes, its length rule says {n}")  # a bug in the codec
+        return n
+
+    return MetaPayload(model=model, architecture=where, method=method, codec=up_codec.spec(), base_parameters=base,
+                       parameters=sum(p.numel() for p in params.values()),
+                       shared_parameters=sum(params[n].numel() for n in parts.shared),
+                       uplink_bytes=length(up_codec, upload), downlink_bytes=length(FP32Codec(), broadcast), encoded=encoded)
+
+
 def read(path: Path) -> dict:
     """The budget file: ``{KEY: {METHOD: {CODEC: BYTES}}}`` with every figure a non-negative
     integer and at least one figure; anything else is one line."""
