@@ -7,6 +7,7 @@ import pytest
 from pflbench.errors import UserError
 from pflbench.federation.engine import run
 from pflbench.results.protocols import best_within, budget_table, cost_to, curve, parse_budget, parse_target, target_table
+from pflbench.results.table import human_bytes
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,28 @@ def test_budget_and_target_parse_units():
     assert parse_target("90%") == (90.0, True) and parse_target("60") == (60.0, False)
     with pytest.raises(UserError):
         parse_budget("rounds=4MB")
+
+
+def test_the_report_draws_the_cumulative_uplink_curves_and_prints_both_protocols(evaluated, tmp_path):
+    """One line per method through round 0 (nothing sent, the untrained model) and every
+    evaluated round: x the mean cumulative uplink over seeds, y the mean score with its
+    interval; local-only stays at 0 B. The report's tables: quality within what the cheapest
+    sending method spends on a whole run, and cost to 90% of the best."""
+    from pflbench.results import plots
+    from pflbench.results.report import build
+
+    _, records = evaluated
+    lines = dict(plots.uplink_curves(records)["synth-world"])
+    fed = [r for r in records if r["spec"]["method"] == "fedavg-lora"]
+    assert [x for x, _ in lines["fedavg-lora"]] == [p["uplink_bytes"] for p in curve(fed[0])]  # the same bytes every seed
+    assert [e.mean for _, e in lines["fedavg-lora"]] == pytest.approx(
+        [sum(p["score"] for p in pts) / 2 for pts in zip(curve(fed[0]), curve(fed[1]))])
+    assert all(e.n == 2 and e.low <= e.mean <= e.high for _, e in lines["fedavg-lora"])
+    assert {x for x, _ in lines["local-only"]} == {0.0}
+    written = {p.name for p in build(records, tmp_path)}
+    assert "score-vs-cumulative-uplink.png" in written
+    md = (tmp_path / "report.md").read_text()
+    cheapest = min(r["summary"]["uplink_bytes"] for r in records if r["summary"]["uplink_bytes"] > 0)
+    assert f"quality under a budget of uplink {human_bytes(cheapest)}" in md and "cost to reach a score of 90%" in md
+    assert "quality under a budget" in (tmp_path / "report.html").read_text()
+    assert plots.uplink_curves([{**r, "rounds": r["rounds"][-1:]} for r in records]) == {}  # final round only: no curve

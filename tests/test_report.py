@@ -32,13 +32,14 @@ def test_report_writes_tables_numbers_and_figures(results, cli, tmp_path):
     assert code == 0, err
     names = {p.rsplit("/", 1)[-1] for p in out.split()}
     assert {"report.md", "report.csv", "report.json", "report.html", "score-vs-uplink.png", "client-scores.png",
-            "score-by-round.png", "gains.png", "channels.png"} <= names
+            "score-by-round.png", "score-vs-cumulative-uplink.png", "gains.png", "channels.png"} <= names
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert len(rows) == 3 * 2 and {r["channel"] for r in rows} == {"ideal", "lte-cell-edge"}
     assert len(list(csv.DictReader((tmp_path / "rep" / "report.csv").open()))) == 6
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
-    assert page.count("data:image/png;base64,") == 5 and page.count("<table") == 3  # the table, its sub-scores, channels
+    # the table, its sub-scores, channels, quality under a budget, cost to a target
+    assert page.count("data:image/png;base64,") == 6 and page.count("<table") == 5
     md = (tmp_path / "rep" / "report.md").read_text()
     channels = md[md.index("### synth-world: what each channel costs"):]
     by = {(r["method"], r["channel"]): r for r in rows}
@@ -100,7 +101,7 @@ def test_report_page_renders_in_a_headless_browser(results, tmp_path):
         assert driver.title == "pflbench report"
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        assert len(images) == 5 and all(done and w > 100 and h > 100 for done, w, h in images), images
+        assert len(images) == 6 and all(done and w > 100 and h > 100 for done, w, h in images), images
         assert driver.execute_script("return document.querySelectorAll('table tr').length") > 6
         errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         assert not errors, errors

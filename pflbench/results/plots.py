@@ -258,23 +258,41 @@ def _grid(plt, n: int, w: float, h: float, cols_max: int = 4):
     return fig, flat[:n]
 
 
+def _zero_and_top(values: list[float]) -> tuple[float, float]:
+    """Where "0 B" sits on a log axis of bytes (one decade left of the smallest decade drawn)
+    and the largest value."""
+    sent = [v for v in values if v > 0]
+    decade = 10 ** math.floor(math.log10(min(sent))) if sent else 1.0
+    return decade / 10, (max(sent) if sent else 10.0)
+
+
+def _log_bytes_axis(ax, zero: float, top: float) -> None:
+    """A log x axis of bytes up to ``top``, with a tick labelled "0 B" at ``zero`` past a
+    dotted break line (no "0 bytes drawn at 2.95e+04")."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlim(zero / 2, top * 2)
+    decades = [10 ** k for k in range(int(round(math.log10(zero * 10))), int(math.log10(top * 2)) + 1)]
+    if len(decades) > 4:
+        decades = decades[::2]
+    ax.xaxis.set_major_locator(FixedLocator([zero, *decades]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, z=zero: "0 B" if math.isclose(v, z) else human_bytes(v)))
+    ax.xaxis.set_minor_locator(LogLocator(subs="auto"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(zero * 3.2, color="grey", lw=0.8, ls=":")
+
+
 def draw_score_vs_uplink(rows: list[dict[str, Any]]):
     """The figure of ``score_vs_uplink``."""
     plt = _pyplot()
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
-
     panels = _panels(rows)
     fig, axes = _grid(plt, len(panels), 4.6, 3.6)
     handles: dict[str, Any] = {}
     for ax, (title, rs) in zip(axes, panels):
         labels = _labels(rs)
         styles = _styles(rs, labels)
-        sent = [r["uplink_bytes"] for r in rs if r["uplink_bytes"] > 0]
-        top = max(sent) if sent else 10.0
-        # methods that send nothing sit one decade left of the smallest decade drawn, at a tick
-        # labelled "0 B" past a dotted break line
-        decade = 10 ** math.floor(math.log10(min(sent))) if sent else 1.0
-        zero = decade / 10
+        zero, top = _zero_and_top([r["uplink_bytes"] for r in rs])  # methods that send nothing sit at "0 B"
         x = lambda r: r["uplink_bytes"] if r["uplink_bytes"] > 0 else zero  # noqa: E731
         for r in sorted(rs, key=lambda r: labels[id(r)]):
             st = styles[labels[id(r)]]
@@ -284,16 +302,7 @@ def draw_score_vs_uplink(rows: list[dict[str, Any]]):
         front = pareto_front(rs)
         h = ax.plot([x(r) for r in front], [r["score"] for r in front], "--", color="grey", lw=1, zorder=0)[0]
         handles.setdefault("Pareto front", h)
-        ax.set_xscale("log")
-        ax.set_xlim(zero / 2, top * 2)
-        decades = [10 ** k for k in range(int(round(math.log10(decade))), int(math.log10(top * 2)) + 1)]
-        if len(decades) > 4:
-            decades = decades[::2]
-        ax.xaxis.set_major_locator(FixedLocator([zero, *decades]))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, z=zero: "0 B" if math.isclose(v, z) else human_bytes(v)))
-        ax.xaxis.set_minor_locator(LogLocator(subs="auto"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.axvline(zero * 3.2, color="grey", lw=0.8, ls=":")
+        _log_bytes_axis(ax, zero, top)
         ax.set_xlabel("uplink bytes per run (log; 0 B: sends nothing)")
         ax.set_ylabel(f"score ({rs[0]['metric']})")
         ax.set_title(title, fontsize=10)
@@ -366,6 +375,65 @@ def draw_score_by_round(records: list[dict[str, Any]]):
     _legend(fig, handles)
     fig.suptitle("Score by round")
     return fig
+
+
+def uplink_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, list[tuple[float, Any]]]]]:
+    """Per task, per row (method, plus the wireless settings that vary): at each point of the
+    runs' curves (``protocols.curve``: round 0, then every evaluated round), the mean cumulative
+    uplink over seeds and the score's ``Estimate`` over seeds. A point is kept only where every
+    seed of the row has it. Empty when no run was evaluated at more than its last round."""
+    from pflbench.results.protocols import curve, varying_settings
+    from pflbench.results.stats import estimate
+    from pflbench.results.table import _setting_text, group
+
+    if not any(sum(r["eval"] is not None for r in rec["rounds"]) > 1 for rec in records):
+        return {}
+    out: dict[str, list[tuple[str, list[tuple[float, Any]]]]] = {}
+    for task, rows in group(records).items():
+        keys = varying_settings(rows)
+        for row in rows:
+            per_seed = [{p["round"]: p for p in curve(rec)} for rec in row.records]
+            rounds = sorted(set.intersection(*(set(c) for c in per_seed)))
+            points = [(sum(c[r]["uplink_bytes"] for c in per_seed) / len(per_seed), estimate([c[r]["score"] for c in per_seed]))
+                      for r in rounds]
+            label = row.method + "".join(f", {_setting_text(k, row.settings[k])}" for k in keys)
+            out.setdefault(task, []).append((label, points))
+    return out
+
+
+def draw_score_vs_cumulative_uplink(records: list[dict[str, Any]]):
+    """The figure of ``score_vs_cumulative_uplink``, or None when no run was evaluated at more
+    than its last round."""
+    curves = uplink_curves(records)
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, axes = _grid(plt, len(curves), 5.2, 3.8)
+    handles: dict[str, Any] = {}
+    for ax, (task, lines) in zip(axes, sorted(curves.items())):
+        zero, top = _zero_and_top([x for _, pts in lines for x, _ in pts])  # nothing sent yet: at "0 B"
+        for label, pts in sorted(lines):
+            colour, marker = method_style(label.split(",")[0])
+            xs = [x if x > 0 else zero for x, _ in pts]
+            ys = [e.mean for _, e in pts]
+            lo = [e.low if e.n >= 2 else e.mean for _, e in pts]
+            hi = [e.high if e.n >= 2 else e.mean for _, e in pts]
+            handles.setdefault(label, ax.plot(xs, ys, marker=marker, color=colour, ms=5, lw=1.4)[0])
+            ax.fill_between(xs, lo, hi, color=colour, alpha=0.15, lw=0)
+        _log_bytes_axis(ax, zero, top)
+        ax.set_xlabel("cumulative uplink bytes (log; 0 B: nothing sent yet)")
+        ax.set_ylabel("score")
+        ax.set_title(task, fontsize=10)
+    _legend(fig, handles)
+    fig.suptitle("Score against cumulative uplink (mean over seeds, band: 95% interval)")
+    return fig
+
+
+def score_vs_cumulative_uplink(records: list[dict[str, Any]], path: Path) -> bool:
+    """Per task: each method's score against the uplink it has spent so far, at round 0 and
+    every evaluated round, a line per method (mean over seeds) with a band (95% t interval).
+    False (no figure) when no run was evaluated at more than its last round (``--eval-every``)."""
+    return _save_drawn(draw_score_vs_cumulative_uplink(records), path)
 
 
 def _save_drawn(fig, path: Path) -> bool:

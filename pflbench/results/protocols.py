@@ -95,7 +95,7 @@ def cost_to(record: dict[str, Any], target: float) -> dict[str, float] | None:
     return None
 
 
-def _varying(rows: list[Row]) -> list[str]:
+def varying_settings(rows: list[Row]) -> list[str]:
     """The settings, of those a wireless comparison varies, that differ between the rows."""
     return [k for k in ("model", "channel", "codec", "scheduler") if len({str(r.settings[k]) for r in rows}) > 1]
 
@@ -108,7 +108,7 @@ def budget_table(records: list[dict[str, Any]], budget: str, fmt: str = "github"
     parts = []
     for task, rows in group(records).items():
         score = lambda row: row.per_seed(lambda rec: best_within(rec, kind, limit))  # noqa: E731
-        varying = _varying(rows)
+        varying = varying_settings(rows)
         body = []
         for r in rows:
             mine = score(r)
@@ -157,7 +157,7 @@ def target_table(records: list[dict[str, Any]], target: str, fmt: str = "github"
             means = [r.estimate("score").mean for r in rows]
             best = max(means) if higher else min(means)
             goal = best * value / 100
-        varying = _varying(rows)
+        varying = varying_settings(rows)
         body = []
         for r in rows:
             hits = [cost_to(rec, goal) for rec in r.records]
@@ -184,3 +184,31 @@ def _bytes_estimate(e) -> str:
     if e.n < 2:
         return human_bytes(e.mean)
     return f"{human_bytes(e.mean)} ± {human_bytes(e.half_width)}"
+
+
+def default_budget(rows: list[Row]) -> float | None:
+    """The report's uplink budget for a task: what a whole run of the cheapest method that
+    sends anything spends (the smallest non-zero mean final uplink of a row); None when no row
+    sends anything."""
+    sent = [r.mean("uplink_bytes") for r in rows if r.mean("uplink_bytes") > 0]
+    return min(sent) if sent else None
+
+
+def report_tables(records: list[dict[str, Any]], fmt: str = "github") -> str | None:
+    """The report's two protocol tables per task: quality under the ``default_budget`` of
+    uplink, and cost to 90% of the best row's mean final score. None when no run sends
+    anything (a budget of bytes then says nothing)."""
+    parts = []
+    for task, rows in group(records).items():
+        limit = default_budget(rows)
+        if limit is None:
+            continue
+        mine = [rec for r in rows for rec in r.records]
+        parts.append(budget_table(mine, f"uplink={limit:.0f}B", fmt))
+        parts.append(target_table(mine, "90%", fmt))
+    if not parts:
+        return None
+    return "\n\n".join(parts) + (
+        "\n\nThe report's budget is what a whole run of the cheapest method that sends anything spends (its mean "
+        "final uplink); the target is 90% of the best method's mean final score. `pflbench table DIR --budget "
+        "KIND=VALUE` and `--target T|P%` give any other.")

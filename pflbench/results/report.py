@@ -10,6 +10,7 @@ from typing import Any
 
 from pflbench.errors import UserError
 from pflbench.results import plots
+from pflbench.results.protocols import report_tables
 from pflbench.results.record import dumps
 from pflbench.results.table import channel_table, group, render, render_csv, scheduler_table, summary_rows, task_table
 
@@ -51,8 +52,8 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
 
-    channels, schedulers = channel_table(records), scheduler_table(records)
-    write("report.md", render(records) + "".join(f"\n\n{t}" for t in (channels, schedulers) if t) + "\n")
+    channels, schedulers, protocols = channel_table(records), scheduler_table(records), report_tables(records)
+    write("report.md", render(records) + "".join(f"\n\n{t}" for t in (channels, schedulers, protocols) if t) + "\n")
     write("report.csv", render_csv(records))
     write("report.json", dumps(rows, indent=1) + "\n")
     figures: list[tuple[str, str]] = []  # (file, caption)
@@ -64,6 +65,8 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
 
     figure("score-vs-uplink.png", "Score against uplink bytes per run; the dashed line is the Pareto front.",
            lambda p: plots.score_vs_uplink(rows, p))
+    figure("score-vs-cumulative-uplink.png", "Score against the uplink spent so far, at round 0 and every evaluated round "
+           "(mean over seeds; band: 95% interval).", lambda p: plots.score_vs_cumulative_uplink(records, p))
     figure("client-scores.png", "Per-client scores of the deployed models.", lambda p: plots.client_scores(records, p))
     figure("score-by-round.png", "Score by round (runs evaluated every few rounds).", lambda p: plots.score_by_round(records, p))
     figure("gains.png", "Personalization gain against collaboration gain.", lambda p: plots.gains(rows, p))
@@ -76,6 +79,8 @@ def build(records: list[dict[str, Any]], out: Path) -> list[Path]:
         body.append(_task_html(channel_table(records, "html")))
     if schedulers:
         body.append(_task_html(scheduler_table(records, "html")))
+    if protocols:
+        body.append(_task_html(report_tables(records, "html")))
     for name, caption in figures:
         data = base64.b64encode((out / name).read_bytes()).decode()
         body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
