@@ -126,3 +126,24 @@ def test_the_report_draws_the_cumulative_uplink_curves_and_prints_both_protocols
     assert f"quality under a budget of uplink {human_bytes(cheapest)}" in md and "cost to reach a score of 90%" in md
     assert "quality under a budget" in (tmp_path / "report.html").read_text()
     assert plots.uplink_curves([{**r, "rounds": r["rounds"][-1:]} for r in records]) == {}  # final round only: no curve
+
+
+def test_an_interrupted_run_resumes_to_the_same_curve(evaluated, tmp_path):
+    """Stopped after round 2 of an evaluated-every-round run, then run again: every point of the
+    curve (score, cumulative uplink, downlink, airtime, energy) is the uninterrupted run's;
+    wall time is kept for the rounds run before the stop and still grows round by round."""
+    from pflbench.config import RunSpec
+
+    _, records = evaluated
+    spec = RunSpec.from_dict(records[0]["spec"])
+
+    def stop(rec):
+        if rec["round"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path, on_round=stop)
+    resumed = curve(run(spec, tmp_path))
+    without_wall = lambda points: [{k: v for k, v in p.items() if k != "wall_s"} for p in points]  # noqa: E731
+    assert without_wall(resumed) == without_wall(curve(records[0])) and len(resumed) == 4
+    assert all(a["wall_s"] < b["wall_s"] for a, b in zip(resumed, resumed[1:]))
