@@ -30,6 +30,10 @@ def test_ray_backend_gives_the_local_record(ray_session, small_spec, without_tim
     (["--backend", "ray", "--workers", "0"], "--workers must be a positive integer"),
     (["--backend", "ray", "--workers", "1000000000"], "--workers 1000000000 is more than 1024 processes"),
     (["--workers", "2"], "--workers and --ray-address go with --backend ray"),
+    # nobody listens on port 9 of this machine: one line within seconds, not Ray's minutes of retries
+    (["--backend", "ray", "--ray-address", "127.0.0.1:9"], "--ray-address 127.0.0.1:9: nothing answers there"),
+    (["--backend", "ray", "--ray-address", "ray://127.0.0.1:9"], "nothing answers there"),
+    (["--backend", "ray", "--ray-address", "my-cluster"], "give HOST:PORT"),
 ])
 def test_bad_backend_choices_are_one_line(cli, tmp_path, args, message):
     code, out, err = cli("run", "--results-dir", str(tmp_path), *args)

@@ -174,9 +174,9 @@ def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[st
     parallel = parse_parallel(parallel_clients)
     if backend != "local" and parallel == "auto":
         parallel = 1
-    check_backend(backend, workers, parallel)
     if backend == "local" and (workers is not None or ray_address is not None):
         raise UserError("--workers and --ray-address go with --backend ray")
+    check_backend(backend, workers, parallel, ray_address)
     return {"backend": backend, "workers": workers, "ray_address": ray_address}, parallel
 
 

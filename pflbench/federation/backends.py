@@ -121,7 +121,27 @@ def make_backend(name: str, exp, workers: Optional[int] = None, address: Optiona
 MAX_WORKERS = 1024
 
 
-def check_backend(name: str, workers: Optional[int], parallel_clients: int | str = 1) -> None:
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """``--ray-address HOST:PORT`` (or ``ray://HOST:PORT``) must answer a TCP connection within
+    ``timeout_s``: ``ray.init`` on an address nobody listens at retries for minutes. ``auto``
+    (a cluster started on this machine) is left to Ray."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--ray-address {address!r}: give HOST:PORT (e.g. 127.0.0.1:6379, what `ray start --head` printed), "
+                        f"ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start a cluster with "
+                        f"`ray start --head` or give the address it printed") from None
+
+
+def check_backend(name: str, workers: Optional[int], parallel_clients: int | str = 1, address: Optional[str] = None) -> None:
     """Refuse a bad backend choice before anything heavy is loaded."""
     if parallel_clients != 1 and name != "local":
         raise UserError("--parallel-clients other than 1 goes with the local backend (a Ray worker trains one client at a time)")
@@ -134,6 +154,8 @@ def check_backend(name: str, workers: Optional[int], parallel_clients: int | str
                         f"so more than the clients of a round stay idle")
     if name == "ray":
         _import_ray()
+        if address:
+            check_ray_address(address)
 
 
 def _import_ray():

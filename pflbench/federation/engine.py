@@ -62,7 +62,7 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *,
     clients train in one pass is the spec's ``parallel_clients`` (``federation.batched``)."""
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
-    check_backend(backend, workers, spec.parallel_clients)
+    check_backend(backend, workers, spec.parallel_clients, ray_address)
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     runner_backend = None
     try:
