@@ -13,7 +13,7 @@ import pytest
 
 from pflbench.errors import UserError
 from pflbench.federation.engine import run
-from pflbench.results.record import CHECKPOINT, RunWriter, partial_dir, strip_timing
+from pflbench.results.record import CHECKPOINT, RunWriter, load_records, partial_dir, strip_timing
 
 RUN = ["--clients", "4", "--clients-per-round", "2", "--local-steps", "2", "--batch-size", "4"]
 
@@ -378,3 +378,29 @@ def test_a_name_too_long_for_the_file_system_is_one_line(cli, tmp_path):
         code, _, err = cli(*args)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (args, err)
         assert "too long" in err or "not a folder" in err or "does not exist" in err, (args, err)
+
+
+def test_a_publish_cut_short_by_a_kill_is_mended_not_run_again(finished, cli, tmp_path):
+    """`--force` publishes by renaming the old run to RUN_ID.replaced, then the new one into
+    place; a kill -9 between the two renames left no RUN_ID, and the next command trained again.
+    Now: a new run that had finished is published; one that had not brings the old run back."""
+    import shutil
+
+    out, spec, record = finished
+    args = ["run", "--method", "fedavg-lora", "--codec", "topk:0.5", "--rounds", "3", *RUN, "--json"]
+    for new_finished in (True, False):
+        where = tmp_path / f"new-finished-{new_finished}"
+        shutil.copytree(out / spec.run_id, where / f"{spec.run_id}.replaced")  # the old run, renamed aside
+        part = partial_dir(where, spec.run_id)
+        part.mkdir()
+        (part / "lock").touch()
+        if new_finished:
+            shutil.copy(out / spec.run_id / "record.json", part / "record.json")
+        else:
+            (part / "rounds.jsonl").write_text("")
+        assert load_records(where) == []  # neither half-published folder is read as a result
+        code, stdout, err = cli(*args, "--results-dir", str(where))
+        assert code == 0 and "finished earlier, kept" in err and "round 1/3" not in err
+        assert json.loads(stdout)["run_id"] == spec.run_id
+        assert (where / spec.run_id / "record.json").exists() and not (where / f"{spec.run_id}.replaced").exists()
+        assert part.exists() != new_finished  # an unfinished new attempt stays, to resume under --force

@@ -111,10 +111,10 @@ def _execute(spec: RunSpec, results_dir: Path, quiet: bool, label: str | None = 
     again; the old record is replaced only when the new run finishes); an interrupted one
     resumes from its checkpoint."""
     from pflbench.federation.engine import run
-    from pflbench.results.record import CHECKPOINT, partial_dir, read_record
+    from pflbench.results.record import CHECKPOINT, finished_record, partial_dir
 
     label = label or spec.method
-    done = read_record(results_dir / spec.run_id)
+    done = finished_record(results_dir, spec.run_id)
     if done is not None and not force:
         _err(f"[{label}] finished earlier, kept: {results_dir / spec.run_id / 'record.json'} (--force runs it again)")
         return done

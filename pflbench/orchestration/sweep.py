@@ -38,7 +38,7 @@ from pflbench.config import MAX_SEEDS, PRECISIONS, RunSpec, parse_seeds
 from pflbench.errors import UserError, shown
 from pflbench.federation.engine import run
 from pflbench.federation.resolve import device_of, resolve_components, resolve_spec
-from pflbench.results.record import CHECKPOINT, load_records, partial_dir, read_record
+from pflbench.results.record import CHECKPOINT, load_records, finished_record, partial_dir
 from pflbench.yamlcards import read_card
 
 Positive = Annotated[StrictInt, Field(gt=0)]
@@ -232,7 +232,7 @@ def run_one(spec_dict: dict[str, Any], results_dir: str, threads: int | None = N
         torch.set_num_threads(threads)
 
     spec = RunSpec(**spec_dict)
-    done = read_record(Path(results_dir) / spec.run_id)
+    done = finished_record(results_dir, spec.run_id)
     record = done if done is not None else run(spec, results_dir)
     return {"run_id": spec.run_id, "kept": done is not None, "score": record["summary"]["score"],
             "wall_s": record["summary"]["wall_s"]}

@@ -196,6 +196,29 @@ def read_record(run_dir: Path | str) -> dict[str, Any] | None:
         return None
 
 
+def finished_record(results_dir: Path | str, run_id: str) -> dict[str, Any] | None:
+    """The finished record of ``run_id`` in ``results_dir`` (None if there is none), after
+    mending a publish that a kill cut short (``RunWriter.finish`` renames the old run to
+    ``RUN_ID.replaced``, then the new one into place): a new run that had finished is
+    published, else the old one comes back; a leftover ``.replaced`` beside a published run
+    is removed. Never re-runs what had finished."""
+    final = Path(results_dir) / run_id
+    old = final.with_name(run_id + ".replaced")
+    part = partial_dir(results_dir, run_id)
+    try:
+        if not final.exists():
+            if read_record(part) is not None:  # the new run finished; the kill came before its rename
+                (part / "lock").unlink(missing_ok=True)
+                os.rename(part, final)
+            elif read_record(old) is not None:  # the new run had not finished: the old one stays
+                os.rename(old, final)
+        if final.exists() and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass  # left as it is: read below, or run again
+    return read_record(final)
+
+
 REQUIRED = {"run_id": str, "spec": dict, "task": dict, "rounds": list, "summary": dict, "reference": dict}
 
 
@@ -225,6 +248,8 @@ def load_records(results_dir: Path | str, warn=None) -> list[dict[str, Any]]:
     that cannot be read or has the wrong shape is skipped; ``warn(message)`` hears which."""
     out = []
     for path in sorted(Path(results_dir).rglob("record.json")):
+        if path.parent.name.endswith((".partial", ".replaced")):
+            continue  # not published (a run being written, or one a cut-short publish left; finished_record mends it)
         try:
             out.append(_read(path))
         except UNREADABLE as exc:
