@@ -40,3 +40,26 @@ def test_bad_backend_choices_are_one_line(cli, tmp_path, args, message):
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not any(tmp_path.iterdir())  # refused before a results folder was made
+
+
+@pytest.mark.slow
+def test_ray_workers_import_this_pflbench_from_a_folder_holding_a_pflbench_folder(tmp_path):
+    """Run from a folder with a `pflbench/` folder in it (a user's notes, results): the actors
+    put the working directory first on sys.path, and that folder used to shadow the editable
+    install (ImportError inside every actor, a Ray traceback). Their PYTHONPATH now starts with
+    this pflbench's parent."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "pflbench").mkdir()
+    (tmp_path / "pflbench" / "notes.txt").write_text("not a package")
+    from pathlib import Path
+
+    # the console script, as a user runs it (`python -m` would put the folder first in the driver too)
+    cmd = [str(Path(sys.executable).parent / "pflbench"), "run", "--backend", "ray", "--workers", "1", "--clients", "2",
+           "--clients-per-round", "1", "--rounds", "1", "--local-steps", "1", "--results-dir", str(tmp_path / "r"), "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"uplink_bytes"' in done.stdout and list((tmp_path / "r").glob("*/record.json"))

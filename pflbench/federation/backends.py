@@ -18,6 +18,7 @@ in larger matrix products).
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterator, Optional, Protocol
 
 import torch
@@ -90,8 +91,11 @@ class RayBackend:
     def __init__(self, exp, workers: int, address: Optional[str] = None):
         ray = _import_ray()
         if not ray.is_initialized():
-            # the actors import pflbench from this environment; a cluster must have it installed too
+            # the actors import pflbench from this environment; a cluster must have it installed too.
+            # Their PYTHONPATH starts with this pflbench's parent folder: a folder named pflbench in
+            # the working directory would otherwise shadow an editable install in the actors
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": _actor_pythonpath()}},
                      **({} if address else {"num_cpus": max(workers, os.cpu_count() or 1)}))
         # this process's threads split between the actors (more would oversubscribe the cores)
         self.ray, threads = ray, max(1, torch.get_num_threads() // workers)
@@ -101,13 +105,32 @@ class RayBackend:
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
         # round-robin over the actors; each actor runs its jobs one after another
         pending = [self.workers[i % len(self.workers)].train.remote(job) for i, job in enumerate(jobs)]
-        for ref in pending:
-            yield self.ray.get(ref)
+        for job, ref in zip(jobs, pending):
+            try:
+                yield self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:  # the worker's error, as one line naming the client
+                raise UserError(f"Ray worker failed on round {job.round}, client {job.client}: {_last_line(exc)}") from None
 
     def close(self) -> None:
         for w in self.workers:
             self.ray.kill(w)
         self.workers = []
+
+
+def _actor_pythonpath() -> str:
+    from pathlib import Path
+
+    import pflbench
+
+    here = str(Path(pflbench.__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _last_line(exc: Exception) -> str:
+    """The innermost error of a Ray exception (its text ends with the worker's own)."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.startswith((" ", "\x1b"))]
+    errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", l)]
+    return (errors or lines or [type(exc).__name__])[-1][:300]
 
 
 def make_backend(name: str, exp, workers: Optional[int] = None, address: Optional[str] = None) -> Backend:
