@@ -64,3 +64,81 @@ def test_export_never_overwrites_a_users_file_without_force(cli, tmp_path):
     assert code == 0 and "my-own-project" not in mine.read_text() and (tmp_path / "pflbench_app" / "spec.json").exists()
     code, out, err = cli(*args)  # the same app again: nothing of the user's is at stake
     assert code == 0, err
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.slow
+def test_the_exported_app_runs_deployed_on_a_superlink_and_supernodes(cli, tmp_path, without_timing):
+    """As Flower documents deployment: `flower-superlink --insecure`, one `flower-supernode` per
+    client (`--node-config partition-id=N`), then `flwr run APP CONNECTION` against them (a
+    SuperLink connection in the Flower configuration). The ServerApp's record is the local
+    backend's, timing apart: PFTT's private LoRA and top-k's memory stay on the nodes, and the
+    lossy channel's decisions on the server."""
+    pytest.importorskip("flwr", reason="pflbench[flower] is installed by make setup")
+    import shutil
+    import signal
+    import time
+    from pathlib import Path
+
+    flags = dict(method="pftt", task="synth-world", channel="lte-cell-edge", codec="topk:0.25",
+                 clients=2, clients_per_round=2, rounds=2, local_steps=2, batch_size=4)
+    args = [x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    code, _, err = cli("export", "flower", "--out", str(tmp_path / "app"), *args)
+    assert code == 0, err
+    bin_dir = Path(sys.executable).parent
+    assert shutil.which("flower-superlink", path=str(bin_dir)), "flwr's commands come with pflbench[flower]"
+    home, link_dir = tmp_path / "flwr-home", tmp_path / "superlink"
+    home.mkdir()
+    link_dir.mkdir()
+    # flwr 1.42's SuperLink serves its Runtime, Fleet and Control APIs over HTTP on one port
+    link, *node_ports = _free_ports(1 + flags["clients"])
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
+                                      f'address = "127.0.0.1:{link}"\ninsecure = true\n')
+    env = dict(os.environ, HF_HUB_OFFLINE="1", FLWR_HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    procs = []
+
+    def start(cmd, cwd, log):
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True))
+
+    try:
+        # the app's dependencies are this environment's (pflbench is not on a registry here)
+        start(["flower-superlink", "--insecure", "--disable-runtime-dependency-installation", "--port", str(link)],
+              link_dir, tmp_path / "superlink.log")
+        time.sleep(5)
+        for i, port in enumerate(node_ports):
+            start(["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}", "--node-config", f"partition-id={i}",
+                   "--port", str(port)], tmp_path, tmp_path / f"supernode{i}.log")
+        done = subprocess.run(["flwr", "run", str(tmp_path / "app"), "deploy", "--stream"], cwd=tmp_path / "app", env=env,
+                              capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL)
+        logs = "".join((tmp_path / f).read_text(errors="replace")[-1500:] for f in ("superlink.log", "supernode0.log"))
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + logs
+        assert (link_dir / "results" / "record.json").exists(), done.stdout[-3000:] + logs
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    deployed = json.loads((link_dir / "results" / "record.json").read_text())
+    spec = RunSpec.from_dict(json.loads((tmp_path / "app" / "pflbench_app" / "spec.json").read_text()))
+    local = Runner(resolve(spec), None, None).run(0.0)
+    assert any(r["lost"] or r["late"] for r in local["rounds"]) or flags["channel"] == "ideal"
+    assert without_timing(deployed) == without_timing(local)
