@@ -188,3 +188,10 @@ def test_list_channels_sizes_the_payload_from_a_method(cli):
     assert code == 0 and "payload: 12816 bytes per client" in err
     code, _, err = cli("list", "channels", "--method", "local-only")
     assert code == 2 and "uploads nothing" in err
+
+
+def test_a_channel_sizes_the_payload_of_a_model_too_large_to_load(cli):
+    """--model takes any architecture budget show reads: an 8B model's PFTT payload (counted on
+    the meta device, no weights) over LTE cell-edge, in seconds."""
+    code, out, err = cli("list", "channels", "--method", "pftt", "--model", "llama-3.1-8b", "--json")
+    assert code == 0 and "payload: 8913936 bytes per client" in err, err

@@ -30,21 +30,22 @@ DEFAULT_RESULTS = Path("results")
 REFERENCE_PAYLOAD = 67_000_000 // 8  # 67 Mbit: the payload the channel presets' sanity bands refer to
 _payload = typer.Option(None, help="bytes each client uploads (default: the --method's payload, else 67 Mbit)")
 _pmethod = typer.Option(None, "--method", help="size the payload as this method's upload (with --model, --codec)")
-_pmodel = typer.Option(DEFAULT.model, "--model", help="with --method: the model")
+_pmodel = typer.Option(DEFAULT.model, "--model", help="with --method: the model (any `budget show` reads: registered, shipped config, config.json, cached id)")
 _pcodec = typer.Option(DEFAULT.codec, "--codec", help="with --method: the codec")
 
 
 def _payload_size(payload_bytes: Optional[int], method: Optional[str], model: str, codec: str) -> int:
-    """--payload-bytes if given; else the spec's payload (--method on --model under --codec)."""
+    """--payload-bytes if given; else the spec's payload (--method on --model under --codec),
+    counted on the meta device as `budget show` does: no weights, so any architecture."""
     if payload_bytes is not None:
         if payload_bytes <= 0:
             raise UserError("--payload-bytes must be positive")
         return payload_bytes
     if method is None:
         return REFERENCE_PAYLOAD
-    from pflbench.federation.engine import payload_bytes as measure
+    from pflbench.orchestration.budget import meta_payload
 
-    size = measure(method, model, codec)
+    size = meta_payload(model, method, codec).uplink_bytes
     if size == 0:
         raise UserError(f"method {method!r} uploads nothing: there is no payload to send over a channel")
     return size
