@@ -187,10 +187,13 @@ def test_every_shipped_suite_expands(suite, monkeypatch):
 
 
 def test_a_suite_sets_how_many_clients_train_together(tmp_path):
-    """Batched by default; a suite may pin one client at a time (the full board does, so its
-    committed tables reproduce bit for bit) or a number; anything else is one clear line."""
+    """Batched by default (the full board, the demo and quick all are); a suite may pin one client
+    at a time or a number; anything else is one clear line."""
     root = Path(__file__).resolve().parents[1] / "leaderboard" / "suites"
-    assert {sp.parallel_clients for sp in expand(load_suite(root / "board.yaml"))} == {1}
+    assert {sp.parallel_clients for sp in expand(load_suite(root / "board.yaml"))} == {"auto"}
+    card = tmp_path / "one.yaml"
+    card.write_text("methods: [fedavg-lora]\ntasks: [synth-world]\nparallel_clients: 1\n")
+    assert [sp.parallel_clients for sp in expand(load_suite(card))] == [1]
     assert {sp.parallel_clients for sp in expand(load_suite(root / "demo.yaml"))} == {"auto"}
     assert {sp.parallel_clients for sp in expand(load_suite(root / "quick.yaml"))} == {"auto"}
     card = tmp_path / "s.yaml"
