@@ -87,11 +87,16 @@ class ClientOutcome:
 
 
 def payload_schema(exp) -> Schema:
-    """What an upload may carry: the shared tensors, then the method's messages."""
-    params = dict(exp.loaded.model.named_parameters())
-    return Schema(tuple(exp.parts.shared) + tuple(exp.parts.messages),
-                  tuple(tuple(params[n].shape) for n in exp.parts.shared)
-                  + tuple(tuple(s) for s in exp.parts.messages.values()))
+    """What an upload of the run may carry (``upload_schema`` of its model and parts)."""
+    return upload_schema(exp.loaded.model, exp.parts)
+
+
+def upload_schema(model: torch.nn.Module, parts) -> Schema:
+    """What an upload may carry: the shared tensors, then the method's messages (the model may
+    live on the meta device: only shapes are read)."""
+    params = dict(model.named_parameters())
+    return Schema(tuple(parts.shared) + tuple(parts.messages),
+                  tuple(tuple(params[n].shape) for n in parts.shared) + tuple(tuple(s) for s in parts.messages.values()))
 
 
 @torch.no_grad()

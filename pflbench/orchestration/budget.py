@@ -71,6 +71,7 @@ def meta_payload(model: str, method: str, codec: str = "fp32", options: dict[str
     import torch
     from transformers import AutoModelForCausalLM
 
+    from pflbench.federation.client import upload_schema
     from pflbench.federation.codec import FP32Codec, Schema, make_codec
     from pflbench.models import architecture
 
@@ -82,8 +83,7 @@ def meta_payload(model: str, method: str, codec: str = "fp32", options: dict[str
         base = sum(p.numel() for p in net.parameters())
         parts = m.prepare(net)
     params = dict(net.named_parameters())
-    upload = Schema(tuple(parts.shared) + tuple(parts.messages),
-                    tuple(tuple(params[n].shape) for n in parts.shared) + tuple(tuple(s) for s in parts.messages.values()))
+    upload = upload_schema(net, parts)  # what a run's uploads are encoded against
     broadcast = Schema.of(m.broadcast({n: params[n] for n in parts.shared}))
     if not m.federated:
         upload = Schema((), ())
