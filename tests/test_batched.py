@@ -150,11 +150,6 @@ def test_a_bad_parallel_clients_is_one_line(cli, tmp_path, value):
     assert len(err.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
 
 
-def test_parallel_clients_above_one_goes_with_the_local_backend(cli, tmp_path):
-    code, _, err = cli("run", "--results-dir", str(tmp_path), "--backend", "ray", "--parallel-clients", "4")
-    assert code == 2 and "goes with the local backend" in err and len(err.strip().splitlines()) == 1
-
-
 @pytest.mark.parametrize("method,task", [("pftt", "synth-world"),  # generation: knowledge and style
                                          ("fedsa-lora", "shakespeare-roles")])  # next-token accuracy
 def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, method, task):

@@ -117,13 +117,16 @@ def test_1000_lora_clients_cost_the_base_model_plus_their_private_tensors(benchm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("parallel", [1, "auto"], ids=["one-by-one", "batched"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_one_round_on_ray_workers(benchmark, ray_session, small_spec, workers):
+def test_one_round_on_ray_workers(benchmark, ray_session, small_spec, workers, parallel):
     """One PFTT round of 4 clients x 10 steps on the tiny model with --backend ray on 1 and 2
-    workers (docs/scaling.md projects N workers from these and the per-client time)."""
+    workers, each training its share one client at a time or in one pass (docs/scaling.md
+    projects N workers from these and the per-client time)."""
     from pflbench.federation.backends import RayBackend
 
-    exp = resolve(small_spec(method="pftt", clients=8, clients_per_round=4, local_steps=10, batch_size=8, rounds=2))
+    exp = resolve(small_spec(method="pftt", clients=8, clients_per_round=4, local_steps=10, batch_size=8, rounds=2,
+                             parallel_clients=parallel))
     backend = RayBackend(exp, workers)
     runner = Runner(exp, None, None, backend)
     try:
@@ -131,7 +134,7 @@ def test_one_round_on_ray_workers(benchmark, ray_session, small_spec, workers):
         rec = benchmark.pedantic(lambda: runner.round(1), rounds=3, iterations=1)
     finally:
         backend.close()
-    benchmark.extra_info.update(workers=workers, per_client_compute_s=rec["timing"]["compute_s"] / 4)
+    benchmark.extra_info.update(workers=workers, parallel_clients=parallel, per_client_compute_s=rec["timing"]["compute_s"] / 4)
     assert len(rec["sampled"]) == 4 and rec["uplink_bytes"] > 0
 
 

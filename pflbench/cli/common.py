@@ -3,6 +3,7 @@ and error lines on standard error, building a run's spec and running it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -163,25 +164,33 @@ def _use_data_dir(data_dir: Optional[Path]) -> None:
 _backend = typer.Option("local", help="where sampled clients train: local (this process) or ray (parallel Ray workers; pflbench[ray]); the record does not change")
 _workers = typer.Option(None, help="--backend ray: parallel workers, each holding one base model (default 2)")
 _ray_address = typer.Option(None, help="--backend ray: address of a running Ray cluster (default: start Ray on this machine)")
-_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate (1 on --backend ray); 1: one after another. Records agree with 1 within a floating-point tolerance, and K is part of the run id (docs/performance.md, Batched clients)")
+_parallel = typer.Option("auto", help="train up to K sampled clients in one pass over the base model where the method allows (LoRA/adapter methods with the default update); auto: as many as fit an activation-memory estimate (on --backend ray: of each worker's share of the round); 1: one after another. Records agree with 1 within a floating-point tolerance, and K is part of the run id (docs/performance.md, Batched clients)")
 
 
 def _backend_args(backend: str, workers: Optional[int], ray_address: Optional[str], parallel_clients: str = "auto") -> tuple[dict[str, Any], int | str]:
-    """The backend's arguments, and the spec's ``parallel_clients`` (``auto`` is 1 on a
-    backend that trains one client at a time)."""
+    """The backend's arguments, and the spec's ``parallel_clients``."""
     from pflbench.config import parse_parallel
     from pflbench.federation.backends import check_backend
 
     parallel = parse_parallel(parallel_clients)
-    if backend != "local" and parallel == "auto":
-        parallel = 1
     if backend == "local" and (workers is not None or ray_address is not None):
         raise UserError("--workers and --ray-address go with --backend ray")
-    check_backend(backend, workers, parallel, ray_address)
+    check_backend(backend, workers, ray_address)
     return {"backend": backend, "workers": workers, "ray_address": ray_address}, parallel
 
 
 _json = typer.Option(False, "--json", help="print the record(s) as JSON on stdout, nothing else")
+
+
+@contextlib.contextmanager
+def _json_only(as_json: bool):
+    """With --json, what libraries print on stdout while a run goes (Ray's driver prints its
+    workers' errors there) goes to stderr: stdout holds the JSON alone."""
+    if not as_json:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 _force = typer.Option(False, "--force", help="run again a spec whose record is already in RESULTS_DIR (replaced when the new run finishes)")
 
 

@@ -16,7 +16,7 @@ from pflbench.cli.common import (
     app, DEFAULT, _err, _spec, _execute, _task, _model, _channel, _scheduler, _codec, _clients, _cpr,
     _rounds, _steps, _batch, _lr, _seed, _eval_every, _opt, _results, _device, _precision,
     _init, _data_dir, _use_data_dir, _backend, _workers, _ray_address, _parallel, _backend_args,
-    _json, _force, _method_options,
+    _json, _json_only, _force, _method_options,
 )
 
 
@@ -43,7 +43,8 @@ def run(
     where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt, device, parallel, precision, init, scheduler=scheduler)
-    record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
+    with _json_only(as_json):
+        record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
     if as_json:
         print(dumps(record, sort_keys=True))
         return
@@ -98,8 +99,9 @@ def bench(
               lr, seed, eval_every, options[name], device, parallel, precision, scheduler=scheduler)
         for seed in parse_seeds(seeds) for name in names
     ]
-    records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
-                        force=force, backend=where) for i, spec in enumerate(specs, 1)]
+    with _json_only(as_json):
+        records = [_execute(spec, results_dir, quiet=False, label=f"{i}/{len(specs)} {spec.method} seed {spec.seed}",
+                            force=force, backend=where) for i, spec in enumerate(specs, 1)]
     if as_json:
         print(dumps(records, sort_keys=True))
         return
@@ -114,15 +116,21 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", "-j", help="runs at once, each in its own process with its share of the CPU threads"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs (done, partial, to do) with estimated times; run nothing"),
     data_dir: Optional[Path] = _data_dir,
+    backend: str = typer.Option("local", help="local: --jobs processes here; ray: each run a Ray task of one CPU (pflbench[ray]), on this machine with --jobs CPUs or on the cluster at --ray-address, whose nodes must share RESULTS_DIR"),
+    ray_address: Optional[str] = _ray_address,
 ) -> None:
     """Run every combination of a suite file into RESULTS_DIR, then write
     RESULTS_DIR/leaderboard.md. Finished runs are kept, interrupted ones resume: stopped at any
     moment and started again, a sweep runs nothing twice and loses nothing."""
+    from pflbench.federation.backends import check_backend
     from pflbench.orchestration import sweep as sw
 
     _use_data_dir(data_dir)
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if ray_address is not None and backend != "ray":
+        raise UserError("--ray-address goes with --backend ray")
+    check_backend(backend, None, ray_address)
     suite = sw.load_suite(suite_file)
     planned = sw.plan(sw.expand(suite, warn=_err), results_dir)
     if not planned:
@@ -149,7 +157,7 @@ def sweep(
         bar.update(1)
 
     try:
-        sw.execute(planned, results_dir, jobs=jobs, on_done=done)
+        sw.execute(planned, results_dir, jobs=jobs, on_done=done, backend=backend, ray_address=ray_address)
     except KeyboardInterrupt:
         _err(f"interrupted: finished runs are kept, finished rounds of the others in {results_dir}; the same command goes on")
         raise typer.Exit(130)

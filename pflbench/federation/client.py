@@ -83,6 +83,16 @@ class ClientOutcome:
     reward: float  # mean sampled reward (reward tasks), NaN otherwise
     compute_s: float
     diverged: Optional[str] = None  # what went non-finite; the run stops (``engine.Diverged``)
+    # why nothing came back (a killed device or worker, after the backend's retries): the engine
+    # records the update as lost and the client's state as it was; payload and the rest are empty
+    failed: Optional[str] = None
+
+    @classmethod
+    def lost(cls, client: int, reason: str) -> "ClientOutcome":
+        """The outcome of a client whose device or worker died: nothing came back."""
+        nan = float("nan")
+        return cls(client=client, payload=b"", private={}, state={}, codec_memory={}, num_samples=0, train_loss=nan,
+                   reward=nan, compute_s=0.0, failed=reason)
     timing: dict[str, float] = field(default_factory=dict)
 
 

@@ -62,7 +62,7 @@ def run(spec: RunSpec, results_dir: Path | str | None = None, *,
     clients train in one pass is the spec's ``parallel_clients`` (``federation.batched``)."""
     t_start = time.perf_counter()
     components = resolve_components(spec)  # a typo fails here, before a results folder exists
-    check_backend(backend, workers, spec.parallel_clients, ray_address)
+    check_backend(backend, workers, ray_address)
     writer = RunWriter(results_dir, spec.run_id, spec.to_dict()) if results_dir is not None else None
     runner_backend = None
     try:
@@ -144,14 +144,21 @@ class Runner:
                           codec_memory=self.codec_memory.get(c, {}), participation=self.participation.get(c, 0),
                           delivered=self.last_delivered.get(c)) for c in sampled]
         payloads: list[bytes] = []
+        sent_links = []  # payloads[i] goes over sent_links[i] (a failed client sends nothing)
         weights, losses, rewards, compute_s = [], [], [], 0.0
+        failed: list[dict[str, Any]] = []  # clients whose device or worker died before their update came back
         for out in self.backend.train(jobs):
             c = out.client
+            if out.failed:  # nothing came back: its update is lost, its state stays as it was
+                failed.append({"client": c, "reason": out.failed})
+                self.last_delivered[c] = False
+                continue
             compute_s += out.compute_s
             if out.diverged:
                 raise Diverged(f"the run diverged: round {r}, client {exp.clients[c].name} (id {c}) got {out.diverged} at --lr {lr:g}; "
                                f"a diverged run has no score (try a lower --lr); the rounds before it are kept")
             payloads.append(out.payload)
+            sent_links.append(links[sampled.index(c)])
             if not self.backend.holds_client_state:  # else the client keeps them (a Flower federation)
                 if out.codec_memory:
                     self.codec_memory[c] = out.codec_memory
@@ -166,7 +173,7 @@ class Runner:
 
         # only clients that produced a payload transmit (local-only sends nothing)
         sending = [i for i, p in enumerate(payloads) if p]
-        outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [links[i] for i in sending], chan_rng)
+        outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [sent_links[i] for i in sending], chan_rng)
         updates = []
         self.payload_hint = max((len(p) for p in payloads), default=0)
         for i, o in zip(sending, outcomes):
@@ -182,7 +189,8 @@ class Runner:
         updates = exp.channel.combine(updates, chan_rng)  # over-the-air aggregation superposes them
         info = RoundInfo(round=r, num_clients=spec.clients, sampled=sampled,
                          delivered=[o.client for o in outcomes if o.status == DELIVERED],
-                         lost=[o.client for o in outcomes if o.status != DELIVERED], participation=dict(self.participation))
+                         lost=[o.client for o in outcomes if o.status != DELIVERED] + [f["client"] for f in failed],
+                         participation=dict(self.participation))
         with plugin_hook(exp, "aggregate", r):
             aggregated = method.aggregate(self.global_shared, updates, info)
         self.global_shared = {n: t.detach().clone() for n, t in aggregated.items()}
@@ -191,7 +199,7 @@ class Runner:
             "round": r,
             "sampled": sampled,
             "delivered": info.delivered,
-            "lost": [o.client for o in outcomes if o.status == LOST],
+            "lost": [o.client for o in outcomes if o.status == LOST] + [f["client"] for f in failed],
             "late": [o.client for o in outcomes if o.status == LATE],
             "train_loss": _weighted_mean(losses, weights),
             "train_reward": _weighted_mean(rewards, weights),  # reward tasks: mean reward of the sampled responses
@@ -203,6 +211,8 @@ class Runner:
             "links": [o.to_dict() for o in outcomes],
             "eval": None,
         }
+        if failed:  # lost before the channel: which client, and what the backend saw
+            rec["failed"] = failed
         if not self.legacy_draws:  # who the scheduler chose is "sampled"; what it keeps, here
             rec["scheduler"] = {"name": spec.scheduler, "state": exp.scheduler.state()}
         t1 = time.perf_counter()

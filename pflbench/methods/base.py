@@ -128,7 +128,7 @@ class RoundInfo:
     num_clients: int
     sampled: list[int]
     delivered: list[int]  # clients whose upload reached the server this round
-    lost: list[int]  # lost or late uploads
+    lost: list[int]  # lost or late uploads, and clients whose device or worker died (nothing came back)
     participation: dict[int, int]  # client id -> rounds it has trained in, this one included
 
 

@@ -239,9 +239,11 @@ def run_one(spec_dict: dict[str, Any], results_dir: str, threads: int | None = N
 
 
 def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
-            on_done: Callable[[Planned, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+            on_done: Callable[[Planned, dict[str, Any]], None] | None = None,
+            backend: str = "local", ray_address: str | None = None) -> list[dict[str, Any]]:
     """Run every planned run not yet done; ``jobs`` processes at once (each with its share of
-    the CPU threads). ``on_done(planned, result)`` is called as each finishes."""
+    the CPU threads), or with ``backend`` ray as Ray tasks (``on_ray``). ``on_done(planned,
+    result)`` is called as each finishes."""
     results = []
     todo = [p for p in planned if p.status != "done"]
     for p in planned:
@@ -250,6 +252,8 @@ def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
             results.append(result)
             if on_done:
                 on_done(p, result)
+    if backend == "ray":
+        return results + on_ray(todo, results_dir, jobs, on_done, ray_address)
     if jobs <= 1:
         for p in todo:
             result = run_one(p.spec.to_dict(), str(results_dir))
@@ -279,6 +283,40 @@ def execute(planned: list[Planned], results_dir: Path, jobs: int = 1,
             child.kill()
         raise
     pool.shutdown()
+    return results
+
+
+def on_ray(todo: list[Planned], results_dir: Path, jobs: int, on_done, address: str | None = None) -> list[dict[str, Any]]:
+    """Each run a Ray task of one CPU (one torch thread) on the cluster at ``address`` (else a
+    Ray started here with ``jobs`` CPUs): the cluster's free CPUs decide how many run at once.
+    Every node writes into ``results_dir``, so on several machines it must be a folder they
+    share (NFS, a mounted bucket). A task whose worker dies is retried (``RAY_RETRIES``) and
+    resumes from its run's checkpoint; stopped, the sweep cancels its tasks, and the same command
+    resumes as a local sweep does."""
+    from pflbench.errors import UserError
+    from pflbench.federation.backends import RAY_RETRIES, last_line, ray_init
+
+    ray = ray_init(address, jobs)
+    task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(run_one)
+    where = str(Path(results_dir).resolve())
+    refs = {task.remote(p.spec.to_dict(), where, 1): p for p in todo}
+    pending, results = list(refs), []
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the run's own error, or its worker died too often
+                    raise UserError(f"run {refs[ref].spec.run_id} ({describe(refs[ref].spec)}) failed on Ray: "
+                                    f"{last_line(exc)}") from None
+                results.append(result)
+                if on_done:
+                    on_done(refs[ref], result)
+    except BaseException:  # Ctrl-C or a failed run: the other tasks stop now (their rounds are checkpointed)
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
     return results
 
 
