@@ -66,13 +66,37 @@ def ray_session():
 
 @pytest.fixture
 def without_timing():
-    """A record with what only timing changes taken out (wall time, each round's timings), as
-    JSON would hold it: for comparing runs of the same spec on different backends."""
+    """A record with what only timing and the backend change taken out (wall time, each
+    round's timings, a Flower run's transport bytes), as JSON would hold it: for comparing runs
+    of the same spec on different backends."""
     import json
 
     def strip(record: dict) -> dict:
         out = dict(record, summary={k: v for k, v in record["summary"].items() if k != "wall_s"})
-        out["rounds"] = [{k: v for k, v in r.items() if k != "timing"} for r in record["rounds"]]
+        out["rounds"] = [{k: v for k, v in r.items() if k not in ("timing", "transport")} for r in record["rounds"]]
         return json.loads(json.dumps(out, sort_keys=True))
 
     return strip
+
+
+@pytest.fixture
+def one_thread():
+    """A context on one torch thread, for a local reference run beside workers that train on
+    one thread each (Ray workers, Flower ClientApps of one CPU): the order of a matrix product's
+    floating-point sums follows the threads (2 threads moved a train loss in its 8th digit and
+    LoRA weights by 5e-7)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def on_one():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    return on_one
+

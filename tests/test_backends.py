@@ -10,27 +10,16 @@ import torch
 from pflbench.federation.engine import run
 
 
-def one_thread(spec):
-    """The local run of ``spec`` on one torch thread, as each of 2 Ray workers on this 2-core
-    machine trains: the order of a matrix product's floating-point sums follows the threads
-    (2 threads moved a train loss in its 8th digit)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run(spec)
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method,channel,codec", [
     ("pftt", "ideal", "fp32"),  # private LoRA kept by the server's store, travelling with each job
     ("scaffold-lora", "lte-cell-edge", "topk:0.25"),  # client and server state, messages, codec memory, lost updates
 ])
-def test_ray_backend_gives_the_local_record(ray_session, small_spec, without_timing, method, channel, codec):
+def test_ray_backend_gives_the_local_record(ray_session, small_spec, without_timing, one_thread, method, channel, codec):
     spec = small_spec(method=method, task="synth-world", channel=channel, codec=codec,
                       clients=4, clients_per_round=3, rounds=3, local_steps=2)
-    local = one_thread(spec)  # parallel_clients 1: one client at a time, as each 1-thread worker
+    with one_thread():  # parallel_clients 1: one client at a time, as each 1-thread worker
+        local = run(spec)
     on_ray = run(spec, backend="ray", workers=2)
     assert without_timing(on_ray) == without_timing(local)
     rounds = local["rounds"]
@@ -119,7 +108,7 @@ def test_ray_workers_import_this_pflbench_from_a_folder_holding_a_pflbench_folde
 
 
 @pytest.mark.slow
-def test_ray_workers_batch_their_share_of_a_round(ray_session, small_spec):
+def test_ray_workers_batch_their_share_of_a_round(ray_session, small_spec, one_thread):
     """parallel_clients auto on Ray: each of 2 workers trains its contiguous share of the
     round's 4 clients in one pass; the record is the local batched run's within the batched
     tolerance (the passes group the clients differently)."""
@@ -127,7 +116,9 @@ def test_ray_workers_batch_their_share_of_a_round(ray_session, small_spec):
 
     spec = small_spec(method="pftt", task="synth-world", clients=6, clients_per_round=4, rounds=2, local_steps=3,
                       parallel_clients="auto")
-    local, on_ray = one_thread(spec), run(spec, backend="ray", workers=2)
+    with one_thread():
+        local = run(spec)
+    on_ray = run(spec, backend="ray", workers=2)
     assert [r["sampled"] for r in on_ray["rounds"]] == [r["sampled"] for r in local["rounds"]]
     assert [r["uplink_bytes"] for r in on_ray["rounds"]] == [r["uplink_bytes"] for r in local["rounds"]]
     for a, b in zip(local["rounds"], on_ray["rounds"]):
@@ -159,7 +150,7 @@ def _kill_when_busy(title: str, found: list, stop) -> None:
 
 
 @pytest.mark.slow
-def test_a_ray_cluster_runs_a_run_and_a_sweep_and_survives_a_killed_worker(tmp_path, without_timing):
+def test_a_ray_cluster_runs_a_run_and_a_sweep_and_survives_a_killed_worker(tmp_path, without_timing, one_thread):
     """A local cluster of two nodes (``ray.cluster_utils.Cluster``: a head and a worker node, as
     `ray start --head` and `ray start --address` make), driven by the CLI with --ray-address as a
     user would: a run whose worker is killed -9 mid-round is retried and gives the local record;
@@ -202,7 +193,8 @@ def test_a_ray_cluster_runs_a_run_and_a_sweep_and_survives_a_killed_worker(tmp_p
         done = killing("ray::_Worker.train", [exe, "run", *flags, "--backend", "ray", "--ray-address", cluster.address,
                                               "--workers", "2", "--results-dir", str(tmp_path / "r"), "--json"])
         on_cluster = json.loads(done.stdout)
-        local = one_thread(RunSpec.from_dict(on_cluster["spec"]))
+        with one_thread():
+            local = run(RunSpec.from_dict(on_cluster["spec"]))
         assert not any("failed" in r for r in on_cluster["rounds"])  # retried, not lost
         assert without_timing(on_cluster) == without_timing(local)
 
@@ -215,7 +207,8 @@ def test_a_ray_cluster_runs_a_run_and_a_sweep_and_survives_a_killed_worker(tmp_p
         records = [json.loads(p.read_text()) for p in sorted((tmp_path / "s").glob("*/record.json"))]
         assert sorted(r["spec"]["method"] for r in records) == ["fedavg-lora", "pftt"]
         for rec in records:
-            assert without_timing(rec) == without_timing(one_thread(RunSpec.from_dict(rec["spec"])))
+            with one_thread():
+                assert without_timing(rec) == without_timing(run(RunSpec.from_dict(rec["spec"])))
         again = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
         assert again.returncode == 0 and "2 runs: 2 done, 0 interrupted (resume), 0 to run" in again.stderr, again.stderr[-2000:]
     finally:

@@ -12,7 +12,17 @@ state and its codec memory never leave it: they live in the node's ``context.sta
 score, the server sends every client an ``evaluate`` message and each scores itself.
 
 A node acts as client ``partition-id`` of its node config (Flower's simulation sets it; a
-real SuperNode is started with ``--node-config "partition-id=N"``).
+real SuperNode is started with ``--node-config "partition-id=N"``). With ``state-dir=DIR`` in
+its node config too, a node also keeps its client's tensors in ``DIR`` (the device's storage),
+so a SuperNode restarted after a crash goes on from its client's last finished round; without
+it a restarted node starts its client again from the initial private tensors.
+
+Faults: the server asks which node is which client at every round, so a node that joins late
+(or replaces a dead one) is used from the next round on. A node that dies mid-round is reported
+by the SuperLink as unavailable once it misses its heartbeats (about a minute with flwr's
+defaults): that client's update is recorded as failed (a lost update, ``rounds[].failed``) and
+the round goes on. An error raised by the ClientApp stops the run in one line naming the node
+and the client.
 """
 
 from __future__ import annotations
@@ -73,6 +83,40 @@ def _tensors(record) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in record.to_torch_state_dict().items()} if record is not None else {}
 
 
+KEPT = ("private", "state", "codec")  # what a node keeps of its client between rounds
+
+
+def _kept(context, c: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The client's tensors the node keeps: in ``context.state``, else (a restarted node) in
+    its ``state-dir``, else none yet."""
+    kept = context.state.array_records
+    if "private" not in kept and (path := _state_file(context, c)) is not None and path.exists():
+        from safetensors.torch import load_file
+
+        flat = load_file(str(path))
+        return {k: {n.partition("/")[2]: t for n, t in flat.items() if n.startswith(k + "/")} for k in KEPT}
+    return {k: _tensors(kept.get(k)) for k in KEPT}
+
+
+def _keep(context, c: int, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    fapp = _flwr()
+    for name in KEPT:
+        context.state[name] = fapp.ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in tensors[name].items()})
+    if (path := _state_file(context, c)) is not None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flat = {f"{k}/{n}": t.detach().cpu().contiguous() for k in KEPT for n, t in tensors[k].items()}
+        tmp = path.with_suffix(".tmp")
+        save_file(flat, str(tmp))
+        tmp.replace(path)  # a node killed while writing keeps the previous round's file
+
+
+def _state_file(context, c: int) -> Optional[Path]:
+    where = context.node_config.get("state-dir")
+    return Path(str(where)) / f"client-{c}.safetensors" if where else None
+
+
 def _client_id(context, clients: int) -> int:
     try:
         c = int(context.node_config["partition-id"])
@@ -100,17 +144,16 @@ def client_app(spec_path: Path):
         exp, schema, initial = _experiment(spec)
         c = _client_id(context, spec.clients)
         job_cfg = msg.content.config_records["job"]
-        kept = context.state.array_records
+        kept = _kept(context, c)
         delivered = job_cfg["delivered"]
         job = ClientJob(
             round=int(job_cfg["round"]), client=c, lr=float(job_cfg["lr"]),
             global_shared=_tensors(msg.content.array_records.get("global")),
-            private=_tensors(kept.get("private")) or initial, state=_tensors(kept.get("state")),
-            server=_tensors(msg.content.array_records.get("server")), codec_memory=_tensors(kept.get("codec")),
+            private=kept["private"] or initial, state=kept["state"],
+            server=_tensors(msg.content.array_records.get("server")), codec_memory=kept["codec"],
             participation=int(job_cfg["participation"]), delivered=None if delivered == "" else delivered == "yes")
         out = train_client(exp, schema, job)
-        for name, tensors in (("private", out.private), ("state", out.state), ("codec", out.codec_memory)):
-            context.state[name] = fapp.ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in tensors.items()})
+        _keep(context, c, {"private": out.private, "state": out.state, "codec": out.codec_memory})
         reply = fapp.ConfigRecord({"payload": out.payload, "num_samples": out.num_samples, "train_loss": float(out.train_loss),
                                    "reward": float(out.reward), "compute_s": float(out.compute_s), "diverged": out.diverged or ""})
         return fapp.Message(fapp.RecordDict({"result": reply}), reply_to=msg)
@@ -119,12 +162,11 @@ def client_app(spec_path: Path):
     def evaluate(msg, context):
         exp, _, initial = _experiment(spec)
         c = _client_id(context, spec.clients)
-        kept = context.state.array_records
+        kept = _kept(context, c)
         trained = bool(msg.content.config_records["job"]["trained"])
         global_shared = _tensors(msg.content.array_records.get("global"))
-        if exp.parts.private and "private" in kept:  # as the engine: own private tensors, or the shared part alone
-            scores = evaluate_client(exp, exp.clients[c], global_shared, _tensors(kept.get("private")),
-                                     _tensors(kept.get("state")), initial, trained)
+        if exp.parts.private and kept["private"]:  # as the engine: own private tensors, or the shared part alone
+            scores = evaluate_client(exp, exp.clients[c], global_shared, kept["private"], kept["state"], initial, trained)
         else:
             (scores,) = evaluate_shared_alone(exp, [exp.clients[c]], global_shared, initial, {c: 1} if trained else {})
         return fapp.Message(fapp.RecordDict({"scores": fapp.ConfigRecord({"json": json.dumps(scores)})}), reply_to=msg)
@@ -133,32 +175,77 @@ def client_app(spec_path: Path):
 
 
 # ---- the server side --------------------------------------------------------------------
+# flwr's ErrorCode values for a message or node that went away (MESSAGE_UNAVAILABLE,
+# REPLY_MESSAGE_UNAVAILABLE, NODE_UNAVAILABLE, CLIENT_APP_CRASHED): a lost update, not a bug
+GONE = {3: "message unavailable", 4: "reply unavailable", 5: "node unavailable", 8: "ClientApp crashed"}
+
+
 class FlowerBackend:
-    """The engine's backend over a Flower grid: jobs and evaluations become messages."""
+    """The engine's backend over a Flower grid: jobs and evaluations become messages. Which
+    node acts as which client is asked again at every round (``_map``), so a node that joins
+    late or replaces a dead one takes its client's next job; a client without a node, or whose
+    node went away mid-round, fails (a lost update). ``transport`` holds the bytes of the
+    round's Flower messages (``wire_bytes``)."""
 
     name = "flower"
     holds_client_state = True
 
-    def __init__(self, grid, clients: int, timeout: Optional[float] = None):
-        self.fapp, self.grid, self.timeout = _flwr(), grid, timeout
-        nodes = list(grid.get_node_ids())
-        replies = self._send([self.fapp.Message(self.fapp.RecordDict(), dst_node_id=n, message_type="query") for n in nodes])
+    def __init__(self, grid, clients: int, timeout: Optional[float] = None, wait_s: float = 180.0):
+        self.fapp, self.grid, self.timeout, self.clients, self.wait_s = _flwr(), grid, timeout, clients, wait_s
         self.node_of: dict[int, int] = {}
-        for reply in replies:
-            self.node_of[int(reply.content.config_records["who"]["client"])] = reply.metadata.src_node_id
+        # train messages (down) and their replies (up), as Flower serializes them; scoring and
+        # the which-client queries apart (both ways)
+        self.transport = {"downlink_bytes": 0, "uplink_bytes": 0, "other_bytes": 0}
+        self._map(wait_for_all=True)
         missing = sorted(set(range(clients)) - set(self.node_of))
         if missing:
             raise UserError(f"the Flower federation has no node for client(s) {missing[:5]}: start one SuperNode per client "
                             f"({clients}) with partition-id 0..{clients - 1}")
 
-    def _send(self, messages: list) -> list:
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
-        errors = [r.error.reason for r in replies if r.has_error()]
-        if errors:
-            raise RuntimeError(f"a Flower client failed: {errors[0]}")
-        if len(replies) != len(messages):
-            raise RuntimeError(f"{len(messages) - len(replies)} Flower client(s) did not reply in time")
-        return replies
+    def _map(self, wait_for_all: bool = False) -> None:
+        """Ask the connected nodes not yet known which client each acts as (a newer node of a
+        client replaces an older one); with ``wait_for_all``, until every client has one or
+        ``wait_s`` passed."""
+        import time
+
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            online = set(self.grid.get_node_ids())
+            self.node_of = {c: n for c, n in self.node_of.items() if n in online}
+            known = set(self.node_of.values())
+            new = sorted(n for n in online if n not in known)
+            if new:
+                queries = {-n: self.fapp.Message(self.fapp.RecordDict(), dst_node_id=n, message_type="query") for n in new}
+                for reply in self._send(queries).values():
+                    if not isinstance(reply, str):  # a node that went away again is asked next time
+                        self.node_of[int(reply.content.config_records["who"]["client"])] = reply.metadata.src_node_id
+            if not wait_for_all or len(self.node_of) == self.clients or time.monotonic() > deadline:
+                return
+            time.sleep(1.0)
+
+    def _send(self, messages: dict[int, Any], down: str = "other_bytes", up: str = "other_bytes") -> dict[int, Any]:
+        """{client: message} -> {client: reply or the reason it is lost}; their bytes are added
+        to ``transport[down]`` and ``transport[up]``. A ClientApp's own error stops the run in one
+        line naming the node and the client."""
+        for m in messages.values():
+            self.transport[down] += wire_bytes(m)
+        replies = {r.metadata.src_node_id: r for r in self.grid.send_and_receive(list(messages.values()), timeout=self.timeout)}
+        by_reply_to = {r.metadata.reply_to_message_id: r for r in replies.values()}
+        out: dict[int, Any] = {}
+        for c, m in messages.items():
+            node = m.metadata.dst_node_id
+            who = f"SuperNode {node}" + (f" (client {c})" if c >= 0 else "")  # a query's key is -node
+            reply = replies.get(node) or by_reply_to.get(m.metadata.message_id)
+            if reply is None:
+                out[c] = f"{who} did not reply in time"
+            elif reply.has_error():
+                if reply.error.code not in GONE:
+                    raise UserError(f"{who} failed: {_last(reply.error.reason)}")
+                out[c] = f"{who}: {GONE[reply.error.code]}"
+            else:
+                self.transport[up] += wire_bytes(reply)
+                out[c] = reply
+        return out
 
     def _message(self, client: int, kind: str, config: dict, global_shared: dict, server: dict):
         f = self.fapp
@@ -168,26 +255,54 @@ class FlowerBackend:
         return f.Message(content, dst_node_id=self.node_of[client], message_type=kind)
 
     def train(self, jobs: list[ClientJob]) -> Iterator[ClientOutcome]:
-        messages = [self._message(j.client, "train", {
+        self._map()
+        messages = {j.client: self._message(j.client, "train", {
             "round": j.round, "lr": float(j.lr), "participation": j.participation,
             "delivered": "" if j.delivered is None else ("yes" if j.delivered else "no")}, j.global_shared, j.server)
-            for j in jobs]
-        by_node = {r.metadata.src_node_id: r for r in self._send(messages)}
+            for j in jobs if j.client in self.node_of}
+        replies = self._send(messages, "downlink_bytes", "uplink_bytes")
         for j in jobs:
-            res = by_node[self.node_of[j.client]].content.config_records["result"]
+            reply = replies.get(j.client, f"no SuperNode acts as client {j.client}")
+            if isinstance(reply, str):
+                yield ClientOutcome.lost(j.client, reply)
+                continue
+            res = reply.content.config_records["result"]
             yield ClientOutcome(client=j.client, payload=bytes(res["payload"]), private={}, state={}, codec_memory={},
                                 num_samples=int(res["num_samples"]), train_loss=float(res["train_loss"]),
                                 reward=float(res["reward"]), compute_s=float(res["compute_s"]),
                                 diverged=res["diverged"] or None)
 
     def evaluate(self, global_shared: dict, server: dict, participation: dict[int, int]) -> list[dict[str, Any]]:
-        clients = sorted(self.node_of)
-        messages = [self._message(c, "evaluate", {"trained": c in participation}, global_shared, server) for c in clients]
-        by_node = {r.metadata.src_node_id: r for r in self._send(messages)}
-        return [json.loads(by_node[self.node_of[c]].content.config_records["scores"]["json"]) for c in clients]
+        """Every client scores itself; a client without a node waits for one (``wait_s``)."""
+        self._map(wait_for_all=True)
+        clients = list(range(self.clients))
+        missing = [c for c in clients if c not in self.node_of]
+        if missing:
+            raise UserError(f"no SuperNode acts as client(s) {missing[:5]} to score them after {self.wait_s:.0f} s; "
+                            f"start one with --node-config partition-id=N (and its state-dir, to keep its state)")
+        replies = self._send({c: self._message(c, "evaluate", {"trained": c in participation}, global_shared, server)
+                              for c in clients})
+        lost = [r for r in replies.values() if isinstance(r, str)]
+        if lost:
+            raise UserError(f"a client could not be scored: {lost[0]}")
+        return [json.loads(replies[c].content.config_records["scores"]["json"]) for c in clients]
 
     def close(self) -> None:
         pass
+
+
+def wire_bytes(message) -> int:
+    """The bytes of a Flower message as Flower serializes it for the wire: its metadata and
+    every object of its content (records, arrays) deflated, as a SuperNode pulls or pushes
+    them; without the HTTP or gRPC framing and TLS around them."""
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    return sum(len(o.deflate()) for o in get_all_nested_objects(message).values())
+
+
+def _last(reason: str) -> str:
+    lines = [l.strip() for l in str(reason).splitlines() if l.strip()]
+    return (lines or ["(no reason given)"])[-1][:300]
 
 
 def server_app(spec_path: Path):

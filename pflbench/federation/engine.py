@@ -125,6 +125,8 @@ class Runner:
     def round(self, r: int) -> dict[str, Any]:
         exp, spec, method = self.exp, self.exp.spec, self.exp.method
         t0 = time.perf_counter()
+        # a backend over a real transport (Flower) counts the bytes of its own messages
+        wire_before = dict(getattr(self.backend, "transport", None) or {})
         chan_rng = round_rng(spec.seed, r, CHANNEL_TAG)
         if self.legacy_draws:
             sampled = uniform_draw(round_rng(spec.seed, r, SAMPLE_TAG), spec.clients, spec.clients_per_round)
@@ -220,6 +222,8 @@ class Runner:
             rec["eval"] = self.evaluate()
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1,
                          "clients_per_pass": getattr(self.backend, "parallel", 1)}
+        if wire_before:  # the round's messages, evaluation included, as the transport counted them
+            rec["transport"] = {k: v - wire_before[k] for k, v in self.backend.transport.items()}
         return rec
 
     def schedule(self, r: int, chan_rng: np.random.Generator) -> list[int]:
