@@ -297,3 +297,51 @@ def test_a_supernode_killed_mid_round_is_a_lost_update_and_its_replacement_goes_
 
     _, local = _local_run(tmp_path / "app", Dying)
     assert without_timing(deployed) == without_timing(local)
+
+
+@pytest.mark.parametrize("code,lost", [(5, True), (3, True), (8, True), (2, False)])
+def test_a_nodes_error_is_a_lost_update_or_one_line_naming_node_and_client(code, lost):
+    """The server side alone, over a grid that answers as Flower's does: a node gone (the
+    SuperLink's node-unavailable reply, an expired message, a crashed ClientApp) is a lost
+    update naming the node; an exception raised in the ClientApp stops the run in one line
+    naming the node and the client."""
+    pytest.importorskip("flwr", reason="pflbench[flower] is installed by make setup")
+    from flwr import app as fapp
+    from flwr.app import Error
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from pflbench.errors import UserError
+    from pflbench.export.flower import FlowerBackend
+    from pflbench.federation.client import ClientJob
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
+    client_of = {11: 0, 12: 1}
+
+    class Grid:
+        def get_node_ids(self):
+            return list(client_of)
+
+        def send_and_receive(self, messages, timeout=None):
+            for m in messages:
+                node, kind = m.metadata.dst_node_id, m.metadata.message_type
+                if kind == "query":
+                    yield fapp.Message(fapp.RecordDict({"who": fapp.ConfigRecord({"client": client_of[node]})}), reply_to=m)
+                elif node == 12:
+                    yield fapp.Message(Error(code=code, reason="Traceback...\nValueError: the device's disk is full"), reply_to=m)
+                else:
+                    yield fapp.Message(fapp.RecordDict({"result": fapp.ConfigRecord(
+                        {"payload": b"\x01\x02", "num_samples": 3, "train_loss": 1.5, "reward": float("nan"), "compute_s": 0.1,
+                         "diverged": ""})}), reply_to=m)
+
+    backend = FlowerBackend(Grid(), clients=2)
+    assert backend.node_of == {0: 11, 1: 12}
+    jobs = [ClientJob(round=1, client=c, lr=0.01, global_shared={"w": torch.zeros(2)}, private={}, state={}, server={},
+                      codec_memory={}, participation=0, delivered=None) for c in (0, 1)]
+    if lost:
+        first, second = backend.train(jobs)
+        assert first.failed is None and first.payload == b"\x01\x02"
+        assert second.failed.startswith("SuperNode 12 (client 1): ") and second.payload == b""
+    else:
+        with pytest.raises(UserError) as err:
+            list(backend.train(jobs))
+        assert str(err.value) == "SuperNode 12 (client 1) failed: ValueError: the device's disk is full"
