@@ -118,16 +118,16 @@ def test_1000_lora_clients_cost_the_base_model_plus_their_private_tensors(benchm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [1, "auto"], ids=["one-by-one", "batched"])
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [0, 1, 2], ids=["local", "ray-1", "ray-2"])
 def test_one_round_on_ray_workers(benchmark, ray_session, small_spec, workers, parallel):
     """One PFTT round of 4 clients x 10 steps on the tiny model with --backend ray on 1 and 2
-    workers, each training its share one client at a time or in one pass (docs/scaling.md
-    projects N workers from these and the per-client time)."""
-    from pflbench.federation.backends import RayBackend
+    workers (0: the local backend), each training its share one client at a time or in one
+    pass (docs/scaling.md gives these and projects N workers from the per-client time)."""
+    from pflbench.federation.backends import LocalBackend, RayBackend
 
     exp = resolve(small_spec(method="pftt", clients=8, clients_per_round=4, local_steps=10, batch_size=8, rounds=2,
                              parallel_clients=parallel))
-    backend = RayBackend(exp, workers)
+    backend = RayBackend(exp, workers) if workers else LocalBackend(exp)
     runner = Runner(exp, None, None, backend)
     try:
         runner.round(1)  # warm-up: the actors load the model
