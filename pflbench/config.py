@@ -63,6 +63,9 @@ class RunSpec:
     # ``NAME@HASH``, ``data.cards.card_identity``): how to find it, not what it is, so it is
     # carried to workers and written in the record but is no part of the run id
     card: str = ""
+    # client-level differential privacy on the uplink (``federation.privacy``, ``parse_dp``):
+    # {} (none, left out of the spec's JSON) or {clip, noise, mode: local | central, delta}
+    dp: dict[str, Any] = field(default_factory=dict)
     # what else changes a result, filled by ``federation.resolve.resolve_spec``: the suite's version, the method's
     # package, version and code, the data actually read (see docs/results.md)
     provenance: dict[str, str] = field(default_factory=dict)
@@ -90,6 +93,7 @@ class RunSpec:
             raise UserError(f"--init must be pretrained or random, got {self.init!r}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        object.__setattr__(self, "dp", parse_dp(self.dp))
         # canonical, immutable-looking copy of the options
         object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
         object.__setattr__(self, "provenance", dict(sorted(self.provenance.items())))
@@ -106,6 +110,8 @@ class RunSpec:
             del out["scheduler"]
         if not out["card"]:
             del out["card"]
+        if not out["dp"]:
+            del out["dp"]
         return out
 
     def canonical_json(self) -> str:
@@ -136,6 +142,48 @@ class RunSpec:
 # settings a task card may recommend (``defaults:``), with their types
 CARD_DEFAULTS = {"lr": float, "local_steps": int, "rounds": int, "clients": int, "clients_per_round": int,
                  "batch_size": int, "model": str}
+
+
+DP_MODES = ("local", "central")
+
+
+def parse_dp(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """``--dp clip=C,noise=Z[,mode=local|central][,delta=D]`` (or the same as a mapping) ->
+    ``{clip, noise, mode, delta}`` (delta None: 1 / clients, filled by the accountant); empty:
+    no differential privacy. One clear error for anything else."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        pairs = {}
+        for part in value.split(","):
+            key, sep, v = part.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"--dp expects clip=C,noise=Z[,mode=local|central][,delta=D], got {value!r}")
+            pairs[key.strip()] = v.strip()
+        value = pairs
+    if not isinstance(value, dict):
+        raise UserError(f"--dp expects clip=C,noise=Z[,mode=local|central][,delta=D], got {value!r}")
+    unknown = set(value) - {"clip", "noise", "mode", "delta"}
+    if unknown or "clip" not in value or "noise" not in value:
+        raise UserError(f"--dp needs clip and noise (and optionally mode, delta); got {', '.join(sorted(value)) or 'nothing'}")
+
+    def number(key: str, low: float, strict: bool) -> float:
+        try:
+            x = float(value[key])
+        except (TypeError, ValueError):
+            x = float("nan")
+        if isinstance(value[key], bool) or not math.isfinite(x) or x < low or (strict and x == low):
+            raise UserError(f"--dp {key} must be a finite number {'>' if strict else '>='} {low:g}, got {value[key]!r}")
+        return x
+
+    mode = str(value.get("mode", "local"))
+    if mode not in DP_MODES:
+        raise UserError(f"--dp mode must be local (each client noises its upload) or central (the server noises the "
+                        f"aggregate), got {mode!r}")
+    delta = None if value.get("delta") in (None, "") else number("delta", 0.0, True)
+    if delta is not None and delta >= 1:
+        raise UserError(f"--dp delta must be below 1, got {delta:g}")
+    return {"clip": number("clip", 0.0, True), "noise": number("noise", 0.0, False), "mode": mode, "delta": delta}
 
 
 def parse_parallel(value: int | str) -> int | str:

@@ -181,7 +181,7 @@ def test_every_shipped_suite_expands(suite, monkeypatch):
     specs = expand(s)
     from pflbench.orchestration.sweep import method_names, seeds_of
 
-    assert len(specs) == (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.schedulers) * len(s.codecs) * len(s.models)
+    assert len(specs) == (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.schedulers) * len(s.codecs) * len(s.dps) * len(s.models)
                           * len(seeds_of(s.seeds)))
     assert len({sp.run_id for sp in specs}) == len(specs)
 

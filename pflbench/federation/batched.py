@@ -36,7 +36,7 @@ import torch
 
 from pflbench.data.task import lm_batch
 from pflbench.evaluation.metrics import METRICS, evaluate_clients
-from pflbench.federation.client import ClientJob, ClientOutcome, _load, client_generator, divergence
+from pflbench.federation.client import ClientJob, ClientOutcome, _load, client_generator, divergence, privatized
 from pflbench.methods.base import Method, rl_config
 from pflbench.models.adapters import BottleneckAdapter
 from pflbench.rewards import load_rewards
@@ -331,7 +331,7 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
         trained = {n: stacked[n][i].detach() for n in names}
         loss = float(losses[i]) / spec.local_steps
         diverged = divergence(loss, trained)
-        upload = {n: trained[n] - job.global_shared[n] for n in exp.parts.shared}
+        upload = privatized(exp, {n: trained[n] - job.global_shared[n] for n in exp.parts.shared}, job.round, job.client)
         memory = dict(job.codec_memory)
         payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""
         yield ClientOutcome(client=job.client, payload=payload,

@@ -133,7 +133,7 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
     diverged = divergence(result.train_loss if ctx.compute_s > 0 else 0.0,
                           {n: params[n] for n in exp.parts.shared + exp.parts.private})
     memory = dict(job.codec_memory)
-    upload = _upload(exp, schema, ctx, result)
+    upload = privatized(exp, _upload(exp, schema, ctx, result), job.round, job.client)
     payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""
     return ClientOutcome(
         client=job.client, payload=payload,
@@ -141,6 +141,17 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
         state=ctx.state, codec_memory=memory, num_samples=result.num_samples, train_loss=result.train_loss,
         reward=sum(ctx.rewards) / len(ctx.rewards) if ctx.rewards else float("nan"),
         compute_s=ctx.compute_s, diverged=diverged)
+
+
+def privatized(exp, upload: dict[str, torch.Tensor], round_idx: int, client: int) -> dict[str, torch.Tensor]:
+    """The upload as it leaves the client: under ``--dp mode=local`` clipped and noised
+    (``federation.privacy``); else as it is. The codec encodes what this returns."""
+    dp = exp.spec.dp
+    if not upload or not dp or dp["mode"] != "local":
+        return upload
+    from pflbench.federation.privacy import local_upload
+
+    return local_upload(dp, upload, exp.spec.seed, round_idx, client)
 
 
 def divergence(loss: float, trained: dict[str, torch.Tensor]) -> Optional[str]:

@@ -9,6 +9,7 @@ All randomness comes from generators seeded by (seed, round, client).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -120,6 +121,11 @@ class Runner:
         self.payload_hint: int | None = None  # one upload's length, for the scheduler: the last round's largest
         self.downlink_codec = FP32Codec()  # the server broadcasts full-precision weights
         self.rounds: list[dict[str, Any]] = []
+        if exp.spec.dp:  # client-level DP (federation.privacy): refuse what its accounting would not cover
+            from pflbench.federation import privacy
+
+            privacy.check(exp.spec.dp, exp.spec.method, exp.parts)
+            privacy.epsilon(exp.spec.dp, exp.spec.clients, exp.spec.clients_per_round, 1)  # the accountant is there
 
     # ---- one round ----------------------------------------------------------------------
     def round(self, r: int) -> dict[str, Any]:
@@ -188,6 +194,11 @@ class Runner:
                 updates.append(Update(client=o.client, num_samples=weights[i],
                                       delta={n: t for n, t in decoded.items() if n not in exp.parts.messages},
                                       messages={n: t for n, t in decoded.items() if n in exp.parts.messages}))
+        dp = spec.dp
+        if dp and dp["mode"] == "central":  # the server clips what it decoded (local DP clipped on the client)
+            from pflbench.federation.privacy import clip
+
+            updates = [replace(u, delta=clip(u.delta, dp["clip"])[0]) for u in updates]
         updates = exp.channel.combine(updates, chan_rng)  # over-the-air aggregation superposes them
         info = RoundInfo(round=r, num_clients=spec.clients, sampled=sampled,
                          delivered=[o.client for o in outcomes if o.status == DELIVERED],
@@ -195,6 +206,10 @@ class Runner:
                          participation=dict(self.participation))
         with plugin_hook(exp, "aggregate", r):
             aggregated = method.aggregate(self.global_shared, updates, info)
+        if dp and dp["mode"] == "central" and updates:
+            from pflbench.federation.privacy import central_noise
+
+            aggregated = central_noise(dp, self.global_shared, aggregated, len(updates), spec.seed, r)
         self.global_shared = {n: t.detach().clone() for n, t in aggregated.items()}
 
         rec: dict[str, Any] = {
@@ -215,6 +230,8 @@ class Runner:
         }
         if failed:  # lost before the channel: which client, and what the backend saw
             rec["failed"] = failed
+        if dp:
+            rec["dp"] = self.privacy_spent(r)
         if not self.legacy_draws:  # who the scheduler chose is "sampled"; what it keeps, here
             rec["scheduler"] = {"name": spec.scheduler, "state": exp.scheduler.state()}
         t1 = time.perf_counter()
@@ -243,6 +260,17 @@ class Runner:
         with plugin_hook(exp, "select", r, kind="scheduler"):
             chosen = exp.scheduler.select(view)
         return check_selection(chosen, view, spec.scheduler)
+
+    def privacy_spent(self, rounds: int) -> dict[str, float]:
+        """The (epsilon, delta) spent after ``rounds`` rounds (``federation.privacy.epsilon``); a
+        method that uploads nothing spends none."""
+        from pflbench.federation.privacy import delta_of, epsilon
+
+        spec = self.exp.spec
+        uploads = self.exp.method.federated and len(self.schema) > 0
+        eps = epsilon(spec.dp, spec.clients, spec.clients_per_round, rounds,
+                      uniform=type(self.exp.scheduler) is RandomScheduler) if uploads else 0.0
+        return {"epsilon": eps, "delta": delta_of(spec.dp, spec.clients)}
 
     def zero_payload_bytes(self) -> int:
         """The length of an upload of zeros under the run's codec: round 1's payload size."""
@@ -372,6 +400,8 @@ class Runner:
             "majority_label_score": self.reference["majority_label"]["score"] if "majority_label" in self.reference else None,
             "wall_s": wall_s,
         }
+        if exp.spec.dp:  # the (epsilon, delta) of the whole run
+            summary.update(epsilon=rounds[-1]["dp"]["epsilon"], dp_delta=rounds[-1]["dp"]["delta"])
         return {
             "schema": SCHEMA,
             "run_id": exp.spec.run_id,

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
 from pflbench import registry
-from pflbench.config import MAX_SEEDS, PRECISIONS, RunSpec, parse_seeds
+from pflbench.config import MAX_SEEDS, PRECISIONS, RunSpec, parse_dp, parse_seeds
 from pflbench.errors import UserError, shown
 from pflbench.federation.engine import run
 from pflbench.federation.resolve import device_of, resolve_components, resolve_spec
@@ -89,6 +89,8 @@ class Suite(Settings):
     channels: list[StrictStr] = Field(default_factory=lambda: ["ideal"], min_length=1)
     schedulers: list[StrictStr] = Field(default_factory=lambda: ["random"], min_length=1)
     codecs: list[StrictStr] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    # --dp settings (clip=C,noise=Z[,mode=...][,delta=D]); "none": without differential privacy
+    dps: list[StrictStr] = Field(default_factory=lambda: ["none"], min_length=1)
     models: list[Optional[StrictStr]] = Field(default_factory=lambda: [None], min_length=1)
     seeds: Union[StrictStr, StrictInt, list[Annotated[StrictInt, Field(ge=0)]]] = [0]
     overrides: Overrides = Overrides()
@@ -127,7 +129,7 @@ SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_
 
 def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:
     """Every run of the suite, resolved (flags, then the task card's defaults, then the
-    method's), in order task, model, channel, scheduler, codec, seed, method."""
+    method's), in order task, model, channel, scheduler, codec, dp, seed, method."""
     for name in suite.overrides.tasks:
         if name not in suite.tasks:
             raise UserError(f"suite overrides task {name!r}, which is not in its tasks ({', '.join(suite.tasks)})")
@@ -140,12 +142,16 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
             raise UserError(f"suite overrides method {name!r}, which is not in its methods ({', '.join(methods)})")
     specs = []
     # each axis once (a name listed twice would race itself under --jobs)
-    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.schedulers, suite.codecs)]
+    grid = [list(dict.fromkeys(axis)) for axis in (suite.tasks, suite.models, suite.channels, suite.schedulers, suite.codecs,
+                                                    suite.dps)]
     grid += [seeds_of(suite.seeds), list(dict.fromkeys(methods))]
     size = math.prod(len(axis) for axis in grid)
     if size > MAX_RUNS:  # said before the grid is built (a million specs take minutes to resolve)
         raise UserError(f"the suite is a grid of {size:,} runs; at most {MAX_RUNS:,}: split it into several suites")
-    for task, model, channel, scheduler, codec, seed, method in itertools.product(*grid):
+    for dp in suite.dps:
+        if dp != "none":
+            parse_dp(dp)  # one line for a bad entry, before any spec is resolved
+    for task, model, channel, scheduler, codec, dp, seed, method in itertools.product(*grid):
         given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
         opts = {k: str(v) for k, v in suite.opt.items()}
         # the most specific wins: task, then model, then method
@@ -158,7 +164,7 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
             given["eval_every"] = RunSpec.eval_every
         given["device"] = given["device"] or "cpu"
         specs.append(resolve_spec(method=method, task=task, model=model, channel=channel, scheduler=scheduler, codec=codec, seed=seed,
-                                  method_options=opts, **given))
+                                  method_options=opts, dp=None if dp == "none" else dp, **given))
     _check_components(specs)
     return specs
 
@@ -337,5 +343,6 @@ def _die_with_parent(parent: int) -> None:
 def describe(spec: RunSpec) -> str:
     opts = ",".join(f"{k}={v}" for k, v in spec.method_options.items())
     extra = (f" {spec.precision}" if spec.precision != "fp32" else "") + (" random init" if spec.init == "random" else "")
+    extra += f" dp[noise={spec.dp['noise']:g},{spec.dp['mode']}]" if spec.dp else ""
     channel = spec.channel + (f" {spec.scheduler}" if spec.scheduler != "random" else "")
     return f"{spec.task} {spec.method}{'[' + opts + ']' if opts else ''} {channel} {spec.codec} {spec.model}{extra} seed {spec.seed}"

@@ -23,7 +23,7 @@ from pflbench.results.stats import Estimate, Paired, estimate, paired, participa
 
 # spec fields that make a row, besides the method; the seed is what a row aggregates over
 SETTINGS = ("model", "channel", "scheduler", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
-            "lr", "eval_every", "method_options", "device", "precision")
+            "lr", "eval_every", "method_options", "device", "precision", "dp")
 REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
 FAIRNESS = ("jain_scheduled", "jain_delivered")  # derived from the rounds: results.stats.participation_fairness
 
@@ -74,7 +74,7 @@ class Row:
 def _settings(spec: dict[str, Any]) -> dict[str, Any]:
     # records from before 'device' ran on cpu, before 'precision' in fp32; a spec leaves the
     # scheduler out at random
-    return {k: spec.get(k, {"device": "cpu", "precision": "fp32", "scheduler": "random"}.get(k)) for k in SETTINGS}
+    return {k: spec.get(k, {"device": "cpu", "precision": "fp32", "scheduler": "random", "dp": {}}.get(k)) for k in SETTINGS}
 
 
 def _key(settings: dict[str, Any]) -> str:
@@ -143,6 +143,8 @@ def _seed_list(seeds: list[int]) -> str:
 def _setting_text(key: str, value: Any) -> str:
     if key == "method_options":
         return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if key == "dp":  # --dp's own spelling; "-": none
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items() if v is not None) or "-"
     return str(value)
 
 
@@ -150,7 +152,7 @@ def _headline(task: str, rows: list[Row], shared: dict[str, Any]) -> str:
     first = rows[0].records[0]
     metric = first["summary"]["metric"]
     parts = [f"{k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in shared.items()
-             if (k != "method_options" or v) and (k, v) != ("scheduler", "random")]
+             if (k not in ("method_options", "dp") or v) and (k, v) != ("scheduler", "random")]
     seeds = sorted({s for r in rows for s in r.seeds})
     direction = "points, higher is better" if registry.metrics.get(metric).higher_is_better else "lower is better"
     return (f"### {task} (score: {metric}, {direction})\n\n"
@@ -173,10 +175,11 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     shared = {k: rows[0].settings[k] for k in SETTINGS if k not in varying}
     diagnostics = sorted({k for r in rows for rec in r.records for k in (rec["summary"].get("diagnostics") or {})})
     has_unseen = any(rec["summary"].get("unseen_client_score") is not None for r in rows for rec in r.records)
+    has_dp = any(rec["summary"].get("epsilon") is not None for r in rows for rec in r.records)
     header = ["method", *varying, "n", "score", "Δ base", "pers. gain",
               "Δ local-only", "Δ fedavg-lora", "worst client", *diagnostics,
-              *(["unseen clients"] if has_unseen else []), "uplink", "downlink", "up+down", "airtime s",
-              "delivered/lost/late"]
+              *(["unseen clients"] if has_unseen else []), *(["ε"] if has_dp else []), "uplink", "downlink", "up+down",
+              "airtime s", "delivered/lost/late"]
     header = [h.replace("_", " ") for h in header]
     body = []
     # reference rows: the untrained model (and the majority label) per distinct model and client count
@@ -201,7 +204,7 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
             fmt_estimate(r.estimate("personalization_gain"), signed=True),
             fmt_paired(compare(r, rows, "local-only")), fmt_paired(compare(r, rows, "fedavg-lora")),
             fmt_estimate(r.estimate("worst_client_score")),
-            *[fmt_estimate(r.estimate(d)) for d in diagnostics], *unseen,
+            *[fmt_estimate(r.estimate(d)) for d in diagnostics], *unseen, *([_epsilon_cell(r)] if has_dp else []),
             *_bytes_cells(r), f"{r.mean('airtime_s'):.2f}", delivered,
         ])
     table = tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True)
@@ -209,6 +212,14 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     if diagnostics:
         parts.append(_diagnostic_differences(rows, varying, diagnostics, fmt))
     return "\n\n".join([*parts, LEGEND])
+
+
+def _epsilon_cell(r: Row) -> str:
+    """The run's privacy budget (the same for every seed of a row): ε at its δ; blank without --dp."""
+    spent = {(rec["summary"].get("epsilon"), rec["summary"].get("dp_delta")) for rec in r.records}
+    if spent == {(None, None)}:
+        return ""
+    return " / ".join(f"{e:.2f} (δ {d:g})" for e, d in sorted(spent, key=str))
 
 
 def _bytes_cells(r: Row) -> list[str]:
@@ -267,6 +278,9 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for key in ("uplink_bytes", "downlink_bytes", "airtime_s", "energy_j", "delivered_updates", "lost_updates", "late_updates"):
                 row[key] = r.mean(key)
             row["total_bytes"] = row["uplink_bytes"] + row["downlink_bytes"]
+            row["epsilon"] = max((rec["summary"].get("epsilon") for rec in r.records
+                                  if rec["summary"].get("epsilon") is not None), default=None)
+            row["dp"] = json.dumps(r.settings["dp"], sort_keys=True) if r.settings["dp"] else None
             out.append(row)
     return out
 

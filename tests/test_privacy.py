@@ -1,0 +1,201 @@
+"""Client-level differential privacy on the uplink (--dp): clipping bounds every upload, the
+noise has the stated scale (each client's under local DP, the aggregate's under central DP),
+private tensors are untouched, epsilon comes from dp-accounting, grows with the rounds run and
+resumes, tables show it, and bad settings are one line."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pflbench.config import RunSpec, parse_dp
+from pflbench.errors import UserError
+from pflbench.federation import privacy
+from pflbench.federation.engine import Runner
+from pflbench.federation.resolve import resolve
+
+pytest.importorskip("dp_accounting", reason="pflbench[privacy] is installed by make setup")
+
+
+def test_clipping_bounds_the_norm_of_the_whole_upload_and_leaves_small_ones_alone():
+    g = torch.Generator().manual_seed(0)
+    upload = {"a": torch.randn(30, 7, generator=g), "b": torch.randn(50, generator=g) * 3}
+    clipped, norm = privacy.clip(upload, 1.5)
+    after = math.sqrt(sum(float(t.pow(2).sum()) for t in clipped.values()))
+    assert norm > 1.5 and after == pytest.approx(1.5, rel=1e-6)
+    # one scale for every tensor: the direction is kept
+    assert torch.allclose(clipped["a"] / upload["a"], torch.full_like(upload["a"], 1.5 / norm))
+    small, _ = privacy.clip({"a": torch.full((4,), 0.1)}, 1.5)
+    assert torch.equal(small["a"], torch.full((4,), 0.1))
+
+
+def test_local_noise_has_standard_deviation_noise_times_clip_and_is_seeded():
+    dp = parse_dp("clip=0.5,noise=1.3")
+    zeros = {"w": torch.zeros(200_000)}
+    out = privacy.local_upload(dp, zeros, seed=0, round_idx=1, client=2)["w"]
+    assert float(out.std()) == pytest.approx(1.3 * 0.5, rel=0.02) and abs(float(out.mean())) < 0.01
+    assert torch.equal(out, privacy.local_upload(dp, zeros, seed=0, round_idx=1, client=2)["w"])
+    assert not torch.equal(out, privacy.local_upload(dp, zeros, seed=0, round_idx=1, client=3)["w"])
+
+
+@pytest.fixture(scope="module")
+def dp_spec():
+    return RunSpec(method="fedavg-lora", task="synth-world", clients=4, clients_per_round=2, rounds=2, local_steps=2,
+                   batch_size=4)
+
+
+def _run(spec, rounds_seen=None):
+    exp = resolve(spec)
+    if rounds_seen is not None:
+        aggregate = exp.method.aggregate
+        exp.method.aggregate = lambda shared, updates, info: rounds_seen.append(updates) or aggregate(shared, updates, info)
+    runner = Runner(exp, None, None)
+    return runner, runner.run(0.0)
+
+
+def test_every_update_the_server_aggregates_is_clipped(dp_spec):
+    """noise 0 isolates the clipping: under local DP the client clipped what the server
+    decodes; under central DP the server clips it before aggregating."""
+    for mode in ("local", "central"):
+        seen: list = []
+        _run(replace(dp_spec, dp={"clip": 1e-3, "noise": 0.0, "mode": mode}), seen)
+        norms = [math.sqrt(sum(float(t.pow(2).sum()) for t in u.delta.values())) for updates in seen for u in updates]
+        assert len(norms) == 4 and max(norms) <= 1e-3 * (1 + 1e-5), (mode, norms)
+    seen = []
+    _run(dp_spec, seen)  # without --dp the same updates are far larger: the clipping did something
+    assert min(math.sqrt(sum(float(t.pow(2).sum()) for t in u.delta.values())) for us in seen for u in us) > 1e-2
+
+
+def test_central_noise_is_noise_times_clip_over_the_updates_and_local_noise_leaves_private_tensors_alone(dp_spec):
+    """Round 1 of two runs that differ only in the noise: the global shared tensors differ by
+    the server's noise alone, of standard deviation Z*C/K (K = 2 updates); PFTT's private
+    LoRA after round 1 is the same with and without local noise (it never leaves the client)."""
+    one = replace(dp_spec, rounds=1)
+    quiet, _ = _run(replace(one, dp={"clip": 0.05, "noise": 0.0, "mode": "central"}))
+    noisy, _ = _run(replace(one, dp={"clip": 0.05, "noise": 2.0, "mode": "central"}))
+    diff = torch.cat([(noisy.global_shared[n] - quiet.global_shared[n]).flatten() for n in quiet.global_shared])
+    assert diff.numel() > 10_000 and float(diff.std()) == pytest.approx(2.0 * 0.05 / 2, rel=0.05)
+
+    pftt = replace(one, method="pftt")
+    plain, _ = _run(replace(pftt, dp={"clip": 0.05, "noise": 0.0, "mode": "local"}))
+    noised, _ = _run(replace(pftt, dp={"clip": 0.05, "noise": 2.0, "mode": "local"}))
+    assert plain.store.clients() == noised.store.clients() and plain.store.clients()
+    for c in plain.store.clients():
+        for name, t in plain.store.get(c).items():
+            assert torch.equal(t, noised.store.get(c)[name])
+    assert any(not torch.equal(plain.global_shared[n], noised.global_shared[n]) for n in plain.global_shared)
+
+
+def test_epsilon_follows_the_accountant_over_the_rounds_run():
+    dp = parse_dp("clip=1,noise=1.1")
+    eps = [privacy.epsilon(dp, 16, 4, r) for r in range(0, 6)]
+    assert eps[0] == 0 and all(a < b for a, b in zip(eps, eps[1:]))  # each round spends more
+    assert privacy.epsilon(parse_dp("clip=1,noise=2.2"), 16, 4, 5) < eps[5]  # more noise, less spent
+    assert privacy.epsilon(dp, 16, 16, 5) > eps[5]  # everyone every round: no amplification by sampling
+    assert privacy.epsilon(dp, 16, 4, 5, uniform=False) == privacy.epsilon(dp, 16, 16, 5)
+    assert privacy.epsilon(parse_dp("clip=1,noise=0"), 16, 4, 1) == math.inf
+    # delta: 1/clients by default; a smaller delta costs more epsilon
+    assert privacy.delta_of(dp, 16) == 1 / 16
+    assert privacy.epsilon(parse_dp("clip=1,noise=1.1,delta=1e-5"), 16, 4, 5) > eps[5]
+
+
+def test_a_dp_run_records_epsilon_every_round_and_a_resumed_run_the_same(dp_spec, tmp_path):
+    from pflbench.federation.engine import run
+
+    spec = replace(dp_spec, rounds=3, dp={"clip": 0.5, "noise": 1.0, "mode": "local"})
+    whole = run(spec)
+    assert [r["dp"]["epsilon"] for r in whole["rounds"]] == [privacy.epsilon(spec.dp, 4, 2, r) for r in (1, 2, 3)]
+    assert whole["summary"]["epsilon"] == whole["rounds"][-1]["dp"]["epsilon"] and whole["summary"]["dp_delta"] == 0.25
+    assert "epsilon" not in run(replace(spec, dp={}, rounds=1))["summary"]  # no --dp, no epsilon
+
+    # stopped after round 2 (a failure in round 3), then resumed from the checkpoint
+    import pflbench.federation.engine as engine
+
+    original = engine.Runner.round
+
+    def failing(self, r):
+        if r == 3:
+            raise KeyboardInterrupt
+        return original(self, r)
+
+    engine.Runner.round = failing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(spec, tmp_path)
+    finally:
+        engine.Runner.round = original
+    resumed = run(spec, tmp_path)
+    assert [r["dp"] for r in resumed["rounds"]] == [r["dp"] for r in whole["rounds"]]
+    assert local_only_spends_nothing(dp_spec)
+
+
+def local_only_spends_nothing(dp_spec) -> bool:
+    from pflbench.federation.engine import run
+
+    record = run(replace(dp_spec, method="local-only", rounds=1, dp={"clip": 0.5, "noise": 1.0, "mode": "local"}))
+    return record["summary"]["epsilon"] == 0.0 and record["summary"]["uplink_bytes"] == 0
+
+
+def test_the_spec_without_dp_keeps_its_run_id():
+    assert "dp" not in RunSpec().to_dict()
+    with_dp = RunSpec(dp="clip=1,noise=1")
+    assert with_dp.dp == {"clip": 1.0, "noise": 1.0, "mode": "local", "delta": None} and with_dp.run_id != RunSpec().run_id
+    assert RunSpec.from_dict(with_dp.to_dict()) == with_dp
+
+
+@pytest.mark.parametrize("value,message", [
+    ("clip=1", "--dp needs clip and noise"),
+    ("noise=1,clip=1,sigma=2", "--dp needs clip and noise"),
+    ("clip=0,noise=1", "--dp clip must be a finite number > 0"),
+    ("clip=1,noise=-1", "--dp noise must be a finite number >= 0"),
+    ("clip=1,noise=nan", "--dp noise must be a finite number"),
+    ("clip=1,noise=1,mode=shuffle", "--dp mode must be local"),
+    ("clip=1,noise=1,delta=2", "--dp delta must be below 1"),
+    ("clip 1", "--dp expects clip=C,noise=Z"),
+])
+def test_bad_dp_settings_are_one_line(cli, tmp_path, value, message):
+    with pytest.raises(UserError):
+        parse_dp(value)
+    code, _, err = cli("run", "--results-dir", str(tmp_path), "--dp", value)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_central_dp_refuses_a_method_whose_messages_it_would_not_cover(cli, tmp_path):
+    code, _, err = cli("run", "--results-dir", str(tmp_path), "--method", "scaffold-lora", "--task", "synth-world",
+                       "--clients", "2", "--clients-per-round", "1", "--rounds", "1", "--local-steps", "1",
+                       "--dp", "clip=1,noise=1,mode=central")
+    assert code == 2 and "use mode=local" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_table_of_dp_runs_has_epsilon_and_the_dp_setting(cli, tmp_path):
+    base = ["--task", "synth-world", "--clients", "4", "--clients-per-round", "2", "--rounds", "1", "--local-steps", "1",
+            "--results-dir", str(tmp_path)]
+    for dp in ("clip=0.5,noise=1", "clip=0.5,noise=4"):
+        code, _, err = cli("run", "--method", "fedavg-lora", "--dp", dp, *base)
+        assert code == 0, err
+    code, out, _ = cli("table", str(tmp_path))
+    assert code == 0 and "| ε" in out and "clip=0.5,mode=local,noise=4" in out
+    lines = [l for l in out.splitlines() if l.startswith("| fedavg-lora")]
+    eps = sorted(float(l.split("(δ")[0].split("|")[-1]) for l in lines)
+    assert len(eps) == 2 and eps[0] < eps[1]  # noise 4 spends less than noise 1
+    code, csv_text, _ = cli("table", str(tmp_path), "--format", "csv")
+    assert code == 0 and "epsilon" in csv_text.splitlines()[0]
+
+
+def test_a_suite_sweeps_dp_settings_as_an_axis(tmp_path):
+    from pflbench.orchestration.sweep import expand, load_suite
+
+    card = tmp_path / "suite.yaml"
+    card.write_text('methods: [fedavg-lora, local-only]\ntasks: [synth-world]\ndps: [none, "clip=5,noise=1", '
+                    '"clip=5,noise=1,mode=central"]\nseeds: 0-1\n')
+    specs = expand(load_suite(card))
+    assert len(specs) == 2 * 3 * 2
+    assert [s.dp.get("mode") for s in specs if s.method == "fedavg-lora" and s.seed == 0] == [None, "local", "central"]
+    assert len({s.run_id for s in specs}) == len(specs)
+    card.write_text('methods: [fedavg-lora]\ntasks: [synth-world]\ndps: ["clip=5"]\n')
+    with pytest.raises(UserError, match="--dp needs clip and noise"):
+        expand(load_suite(card))
