@@ -66,6 +66,9 @@ class RunSpec:
     # client-level differential privacy on the uplink (``federation.privacy``, ``parse_dp``):
     # {} (none, left out of the spec's JSON) or {clip, noise, mode: local | central, delta}
     dp: dict[str, Any] = field(default_factory=dict)
+    # score a loss-threshold membership-inference attack at every evaluation
+    # (``evaluation.membership``); left out of the spec's JSON when off
+    membership: bool = False
     # what else changes a result, filled by ``federation.resolve.resolve_spec``: the suite's version, the method's
     # package, version and code, the data actually read (see docs/results.md)
     provenance: dict[str, str] = field(default_factory=dict)
@@ -94,6 +97,8 @@ class RunSpec:
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         object.__setattr__(self, "dp", parse_dp(self.dp))
+        if not isinstance(self.membership, bool):
+            raise UserError(f"membership must be true or false, got {self.membership!r}")
         # canonical, immutable-looking copy of the options
         object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
         object.__setattr__(self, "provenance", dict(sorted(self.provenance.items())))
@@ -112,6 +117,8 @@ class RunSpec:
             del out["card"]
         if not out["dp"]:
             del out["dp"]
+        if not out["membership"]:
+            del out["membership"]
         return out
 
     def canonical_json(self) -> str:

@@ -199,3 +199,45 @@ def test_a_suite_sweeps_dp_settings_as_an_axis(tmp_path):
     card.write_text('methods: [fedavg-lora]\ntasks: [synth-world]\ndps: ["clip=5"]\n')
     with pytest.raises(UserError, match="--dp needs clip and noise"):
         expand(load_suite(card))
+
+
+def test_the_membership_auc_is_the_probability_a_member_scores_higher():
+    from pflbench.evaluation.membership import auc
+
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0 and auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    assert auc([1.0, 2.0], [1.0, 2.0]) == 0.5 and auc([2.0, 2.0], [1.0, 2.0]) == 0.75  # ties count half
+    assert auc([], [1.0]) is None
+
+
+@pytest.fixture(scope="module")
+def audited():
+    """local-only and PFTT on synth-world with --membership, trained hard enough to memorise
+    (20 steps at lr 0.05 a round): their records."""
+    from pflbench.federation.engine import run
+
+    spec = RunSpec(task="synth-world", clients=4, clients_per_round=4, rounds=3, local_steps=20, batch_size=8, lr=0.05,
+                   membership=True)
+    return {m: run(replace(spec, method=m)) for m in ("local-only", "pftt")}
+
+
+def test_the_attack_finds_what_a_local_model_memorised_and_the_shared_part_alone_does_not_tell(audited):
+    """local-only's deployed models tell their clients' training examples from held-out ones
+    far better than the untrained model does; its shared part is the untrained model, so the
+    attack on it is the base model's exactly. PFTT's private LoRA leaks through the deployed
+    model more than its shared part alone does."""
+    local = audited["local-only"]["summary"]
+    assert local["membership_auc_shared"] == local["base_membership_auc"]
+    assert local["membership_auc"] > local["base_membership_auc"] + 0.1, local
+    pftt = audited["pftt"]["summary"]
+    assert pftt["membership_auc"] > pftt["membership_auc_shared"], pftt
+    clients = audited["pftt"]["rounds"][-1]["eval"]["clients"]
+    assert all(0 <= c["membership"]["personal"] <= 1 and 0 <= c["membership"]["shared"] <= 1 for c in clients)
+    assert "membership" not in RunSpec().to_dict()
+
+
+def test_the_table_shows_the_attack_beside_the_score(audited):
+    from pflbench.results.table import render, render_csv
+
+    text = render(list(audited.values()))
+    assert "member AUC" in text and "member AUC shared" in text and "membership-inference" in text
+    assert "membership_auc_low" in render_csv(list(audited.values())).splitlines()[0]

@@ -15,7 +15,11 @@ def summarize_scores(clients: list[dict]) -> dict:
     diagnostics = sorted({k for c in clients for k in c.get("diagnostics", {})})
     personal = [c["personal"] for c in clients]
     unseen = [c["personal"] for c in clients if not c["trained"]]
-    return {
+    audited = [c["membership"] for c in clients if c.get("membership")]
+    leaked = {} if not audited else {  # --membership: the attack's mean AUC over the clients
+        "membership_auc": _mean([m["personal"] for m in audited if m["personal"] is not None]),
+        "membership_auc_shared": _mean([m["shared"] for m in audited if m["shared"] is not None])}
+    return {**leaked,
         "score": sum(personal) / n,
         "shared_score": sum(c["shared"] for c in clients) / n,
         "personalization_gain": sum(c["personal"] - c["shared"] for c in clients) / n,

@@ -23,6 +23,7 @@ import torch
 
 from pflbench import registry
 from pflbench.errors import UserError
+from pflbench.evaluation.membership import membership_auc
 from pflbench.evaluation.metrics import evaluate, evaluate_clients, score
 from pflbench.federation.codec import Schema
 from pflbench.methods.base import LocalContext
@@ -169,18 +170,24 @@ def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private
     """The scores of a client with trained private tensors of its own: the deployed model
     (global shared + its private tensors, inside the method's ``deployed`` hook) and the
     shared part alone (private tensors at their initial state, which for LoRA and adapters is
-    the identity, inside its ``shared_alone`` hook)."""
+    the identity, inside its ``shared_alone`` hook). With ``--membership``, the attack's AUC
+    on both (``membership``)."""
     method, model = exp.method, exp.loaded.model
     params = dict(model.named_parameters())
     _load(params, global_shared)
     _load(params, private)
+    leaked = {}
     with method.deployed(model, state):
         personal = evaluate(exp.task, model, client)
+        if exp.spec.membership:
+            leaked["personal"] = membership_auc(exp.task, model, client, exp.spec.seed)
     _load(params, initial_private)
     with method.shared_alone(model):
         shared = score(exp.task, model, client)
+        if exp.spec.membership:
+            leaked["shared"] = membership_auc(exp.task, model, client, exp.spec.seed)
     return {"client": client.id, "name": client.name, "personal": personal.pop("score"), "shared": shared,
-            "trained": trained, "diagnostics": personal}
+            "trained": trained, "diagnostics": personal, **({"membership": leaked} if leaked else {})}
 
 
 @torch.no_grad()
@@ -189,18 +196,21 @@ def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Ten
     """The scores of clients without private tensors of their own: each is deployed with the
     shared part alone (private tensors at their initial values, the method's ``shared_alone``
     hook), the same model for all of them, so the task scores them together
-    (``Task.evaluate_many``: one batched pass where the metric allows)."""
+    (``Task.evaluate_many``: one batched pass where the metric allows); with ``--membership``,
+    the attack's AUC of each on that model (deployed and shared alone are the same model)."""
     method, model = exp.method, exp.loaded.model
     params = dict(model.named_parameters())
     _load(params, global_shared)
     _load(params, initial_private)
     with method.shared_alone(model):
         results = evaluate_clients(exp.task, model, clients)
+        leaked = [membership_auc(exp.task, model, c, exp.spec.seed) for c in clients] if exp.spec.membership else []
     out = []
-    for client, personal in zip(clients, results):
+    for i, (client, personal) in enumerate(zip(clients, results)):
         score = personal.pop("score")
         out.append({"client": client.id, "name": client.name, "personal": score, "shared": score,
-                    "trained": client.id in participation, "diagnostics": personal})
+                    "trained": client.id in participation, "diagnostics": personal,
+                    **({"membership": {"personal": leaked[i], "shared": leaked[i]}} if leaked else {})})
     return out
 
 

@@ -336,7 +336,7 @@ class Runner:
                                                                     self.participation)}
             own = [c for c in exp.clients if self.store.has(c.id)]
             k = getattr(self.backend, "parallel", 1)  # > 1: the run is batchable
-            if k > 1 and own and evaluates_batched(exp):
+            if k > 1 and own and evaluates_batched(exp) and not exp.spec.membership:  # the attack scores one by one
                 scored.update((s["client"], s) for s in evaluate_batched(
                     exp, own, self.global_shared, [self.store.get(c.id) for c in own], self.store.initial,
                     self.participation, k))
@@ -402,6 +402,8 @@ class Runner:
         }
         if exp.spec.dp:  # the (epsilon, delta) of the whole run
             summary.update(epsilon=rounds[-1]["dp"]["epsilon"], dp_delta=rounds[-1]["dp"]["delta"])
+        if exp.spec.membership:  # the attack on the untrained model: what the splits differ by before training
+            summary["base_membership_auc"] = self.reference["base"].get("membership_auc")
         return {
             "schema": SCHEMA,
             "run_id": exp.spec.run_id,

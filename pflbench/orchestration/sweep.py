@@ -73,6 +73,7 @@ class Settings(BaseModel):
             raise ValueError("must be a positive integer or auto")
         return value
     precision: Optional[Literal[PRECISIONS]] = None
+    membership: Optional[StrictBool] = None  # --membership: the membership-inference attack at every evaluation
     opt: dict[StrictStr, Scalar] = {}  # method options
 
 
@@ -124,7 +125,7 @@ def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> lis
 
 
 SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device",
-                "parallel_clients", "precision")
+                "parallel_clients", "precision", "membership")
 
 
 def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:

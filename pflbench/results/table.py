@@ -169,6 +169,13 @@ LEGEND = (
 )
 
 
+MIA_LEGEND = (
+    " member AUC: a loss-threshold membership-inference attack on each client's own training examples against "
+    "its held-out ones (0.5: nothing told apart), on the deployed model, the shared part alone and the untrained "
+    "model (base: what the splits differ by before any training)."
+)
+
+
 def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     settings_seen = {k: {_key({"v": r.settings[k]}) for r in rows} for k in SETTINGS}
     varying = [k for k in SETTINGS if len(settings_seen[k]) > 1]
@@ -176,9 +183,11 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     diagnostics = sorted({k for r in rows for rec in r.records for k in (rec["summary"].get("diagnostics") or {})})
     has_unseen = any(rec["summary"].get("unseen_client_score") is not None for r in rows for rec in r.records)
     has_dp = any(rec["summary"].get("epsilon") is not None for r in rows for rec in r.records)
+    has_mia = any(rec["summary"].get("membership_auc") is not None for r in rows for rec in r.records)
     header = ["method", *varying, "n", "score", "Δ base", "pers. gain",
               "Δ local-only", "Δ fedavg-lora", "worst client", *diagnostics,
-              *(["unseen clients"] if has_unseen else []), *(["ε"] if has_dp else []), "uplink", "downlink", "up+down",
+              *(["unseen clients"] if has_unseen else []), *(["ε"] if has_dp else []),
+              *(["member AUC", "member AUC shared", "member AUC base"] if has_mia else []), "uplink", "downlink", "up+down",
               "airtime s", "delivered/lost/late"]
     header = [h.replace("_", " ") for h in header]
     body = []
@@ -205,13 +214,16 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
             fmt_paired(compare(r, rows, "local-only")), fmt_paired(compare(r, rows, "fedavg-lora")),
             fmt_estimate(r.estimate("worst_client_score")),
             *[fmt_estimate(r.estimate(d)) for d in diagnostics], *unseen, *([_epsilon_cell(r)] if has_dp else []),
+            *([fmt_estimate(r.estimate(k)) for k in ("membership_auc", "membership_auc_shared", "base_membership_auc")]
+              if has_mia else []),
             *_bytes_cells(r), f"{r.mean('airtime_s'):.2f}", delivered,
         ])
     table = tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True)
     parts = [_headline(task, rows, shared), table]
     if diagnostics:
         parts.append(_diagnostic_differences(rows, varying, diagnostics, fmt))
-    return "\n\n".join([*parts, LEGEND])
+    legend = LEGEND + (MIA_LEGEND if has_mia else "")
+    return "\n\n".join([*parts, legend])
 
 
 def _epsilon_cell(r: Row) -> str:
@@ -281,6 +293,8 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["epsilon"] = max((rec["summary"].get("epsilon") for rec in r.records
                                   if rec["summary"].get("epsilon") is not None), default=None)
             row["dp"] = json.dumps(r.settings["dp"], sort_keys=True) if r.settings["dp"] else None
+            for key in ("membership_auc", "membership_auc_shared", "base_membership_auc"):
+                row.update(_est(key, r.estimate(key)))
             out.append(row)
     return out
 
