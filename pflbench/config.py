@@ -69,6 +69,8 @@ class RunSpec:
     # score a loss-threshold membership-inference attack at every evaluation
     # (``evaluation.membership``); left out of the spec's JSON when off
     membership: bool = False
+    # pairwise-masked secure aggregation (``federation.secagg``); left out of the spec's JSON when off
+    secagg: bool = False
     # what else changes a result, filled by ``federation.resolve.resolve_spec``: the suite's version, the method's
     # package, version and code, the data actually read (see docs/results.md)
     provenance: dict[str, str] = field(default_factory=dict)
@@ -97,8 +99,9 @@ class RunSpec:
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         object.__setattr__(self, "dp", parse_dp(self.dp))
-        if not isinstance(self.membership, bool):
-            raise UserError(f"membership must be true or false, got {self.membership!r}")
+        for name in ("membership", "secagg"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         # canonical, immutable-looking copy of the options
         object.__setattr__(self, "method_options", dict(sorted(self.method_options.items())))
         object.__setattr__(self, "provenance", dict(sorted(self.provenance.items())))
@@ -119,6 +122,8 @@ class RunSpec:
             del out["dp"]
         if not out["membership"]:
             del out["membership"]
+        if not out["secagg"]:
+            del out["secagg"]
         return out
 
     def canonical_json(self) -> str:

@@ -241,3 +241,104 @@ def test_the_table_shows_the_attack_beside_the_score(audited):
     text = render(list(audited.values()))
     assert "member AUC" in text and "member AUC shared" in text and "membership-inference" in text
     assert "membership_auc_low" in render_csv(list(audited.values())).splitlines()[0]
+
+
+# ---- secure aggregation ----------------------------------------------------------------
+SA_NAMES, SA_SHAPES = ["a", "b"], [(30, 4), (50,)]
+
+
+def _uploads(clients, scale=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {c: {"a": torch.randn(30, 4, generator=g) * scale, "b": torch.randn(50, generator=g) * scale} for c in clients}
+
+
+@pytest.mark.parametrize("dropped", [[], [5], [0, 5]])
+def test_masked_uploads_sum_to_the_weighted_mean_of_the_survivors(dropped):
+    """Five clients, a third of them dropped or none: the server's unmasked sum is the
+    weighted mean of the survivors' uploads to float tolerance; the dropped clients' pairwise
+    masks are rebuilt from the survivors' shares."""
+    from pflbench.federation.secagg import SecAgg
+
+    clients, weights = [0, 2, 3, 5, 7], {0: 10.0, 2: 25.0, 3: 5.0, 5: 40.0, 7: 20.0}
+    ups = _uploads(clients)
+    sa = SecAgg(clients, weights, SA_NAMES, SA_SHAPES, seed=3, round_idx=2)
+    masked = {c: sa.mask(c, ups[c]) for c in clients}
+    result = sa.unmask({c: m for c, m in masked.items() if c not in dropped}, set())
+    survivors = [c for c in clients if c not in dropped]
+    total = sum(weights[c] for c in survivors)
+    for n in SA_NAMES:
+        want = sum(ups[c][n] * weights[c] / total for c in survivors)
+        torch.testing.assert_close(result.delta[n], want, rtol=0, atol=1e-6)
+    assert result.survivors == survivors and result.dropped == dropped
+
+
+def test_too_few_survivors_lose_the_round_and_nothing_is_revealed():
+    from pflbench.federation.secagg import SecAgg
+
+    clients = [0, 1, 2, 3]
+    sa = SecAgg(clients, {c: 1.0 for c in clients}, SA_NAMES, SA_SHAPES, seed=0, round_idx=1)
+    masked = {c: sa.mask(c, u) for c, u in _uploads(clients).items()}
+    result = sa.unmask({c: masked[c] for c in (0, 1)}, set())  # 2 of 4, threshold 3
+    assert sa.t == 3 and result.delta is None and result.dropped == [2, 3]
+
+
+def test_a_masked_upload_is_uniform_and_uncorrelated_with_its_delta():
+    """One client's masked vector looks like uniform noise whatever it carries: a
+    Kolmogorov-Smirnov test against the uniform distribution over the 32-bit ring does not
+    reject it, for an all-zero upload and for a large one; the masked words are uncorrelated
+    with the upload's values; and two different uploads' masked vectors are indistinguishable by
+    their distribution."""
+    import numpy as np
+    from scipy import stats
+
+    from pflbench.federation.secagg import MASKED_HEADER, SecAgg
+
+    names, shapes = ["w"], [(20_000,)]
+    clients = [0, 1, 2]
+    signal = torch.linspace(-1, 1, 20_000)
+    seen = {}
+    for label, value in (("zeros", torch.zeros(20_000)), ("signal", signal)):
+        sa = SecAgg(clients, {c: 1.0 for c in clients}, names, shapes, seed=9, round_idx=4)
+        words = np.frombuffer(sa.mask(1, {"w": value}), dtype="<u4", offset=MASKED_HEADER).astype(np.float64)
+        assert stats.kstest(words / 2**32, "uniform").pvalue > 0.01, label
+        seen[label] = words
+    assert abs(np.corrcoef(seen["signal"], signal.numpy())[0, 1]) < 0.05
+    assert stats.ks_2samp(seen["zeros"], seen["signal"]).pvalue > 0.01
+
+
+def test_secure_aggregation_in_a_run_gives_the_plain_aggregate_and_counts_the_protocol_bytes(dp_spec):
+    """fedavg-lora on the ideal channel with and without --secagg: the same global tensors to
+    float tolerance (one round's aggregate within 1e-6; after two rounds 1e-4). The uplink grows by exactly what the protocol sends (two public keys,
+    k-1 routed ciphertexts and k shares a client, the masked vector's 8-byte header in place
+    of the fp32 payload's), the downlink by the key list and the routed ciphertexts."""
+    from pflbench.federation.secagg import CIPHERTEXT_BYTES, ID_BYTES, KEY_BYTES, MASKED_HEADER, protocol_bytes
+
+    plain, plain_rec = _run(dp_spec)
+    masked, masked_rec = _run(replace(dp_spec, secagg=True))
+    for n, t in plain.global_shared.items():  # fixed point (2^-24) differences, trained on for a round
+        torch.testing.assert_close(masked.global_shared[n], t, rtol=0, atol=1e-4)
+    one, _ = _run(replace(dp_spec, rounds=1))
+    one_masked, _ = _run(replace(dp_spec, rounds=1, secagg=True))
+    for n, t in one.global_shared.items():  # one aggregate: within the ring's resolution
+        torch.testing.assert_close(one_masked.global_shared[n], t, rtol=0, atol=1e-6)
+    k = dp_spec.clients_per_round
+    header = len(plain.exp.codec.encode({n: torch.zeros(s) for n, s in zip(plain.schema.names, plain.schema.shapes)},
+                                        plain.schema, {})) - 4 * plain.schema.numel
+    for a, b in zip(plain_rec["rounds"], masked_rec["rounds"]):
+        assert b["secagg"]["survivors"] == a["delivered"] and not b["secagg"]["aborted"]
+        assert b["uplink_bytes"] - a["uplink_bytes"] == k * (protocol_bytes(k) + MASKED_HEADER - header)
+        assert protocol_bytes(k) == 2 * KEY_BYTES + (k - 1) * CIPHERTEXT_BYTES + k * (ID_BYTES + 68)
+        assert b["downlink_bytes"] - a["downlink_bytes"] == k * k * (ID_BYTES + 2 * KEY_BYTES) + k * (k - 1) * CIPHERTEXT_BYTES
+    assert "secagg" not in RunSpec().to_dict()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--codec", "topk:0.25"], "--codec topk:0.25 does not compose"),
+    (["--codec", "int8"], "--codec int8 does not compose"),
+    (["--channel", "aircomp-noisy"], "does not compose with over-the-air aggregation"),
+    (["--dp", "clip=1,noise=1,mode=central"], "use --dp mode=local"),
+])
+def test_secure_aggregation_refuses_what_it_does_not_compose_with(cli, tmp_path, flags, message):
+    code, _, err = cli("run", "--results-dir", str(tmp_path), "--method", "fedavg-lora", "--task", "synth-world",
+                       "--clients", "2", "--clients-per-round", "2", "--rounds", "1", "--local-steps", "1", "--secagg", *flags)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -366,6 +366,8 @@ class AirCompChannel(WirelessChannel):
     whose variance is the mean's power over the receive SNR. Airtime is the number of values
     (one channel use each) over the bandwidth, whatever the number of clients."""
 
+    superposes = True  # the clients' analog signals add up in the air (secure aggregation does not compose)
+
     def realize(self, round_idx, clients, rng, share=None):
         clients = list(clients)
         self._current_round = round_idx

@@ -94,7 +94,7 @@ class _Progress:
 
 def _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
           batch_size, lr, seed, eval_every, opt, device, parallel_clients=None, precision=None, init=None,
-          scheduler=None, dp=None, membership=None) -> RunSpec:
+          scheduler=None, dp=None, membership=None, secagg=None) -> RunSpec:
     """The resolved spec: a flag given wins, then the task card's defaults, then the method's
     learning rate, then the suite's defaults (None: the flag was not given)."""
     from pflbench.federation.resolve import resolve_spec  # deferred: imports torch, which --help and list do not need
@@ -104,7 +104,7 @@ def _spec(method, task, model, channel, codec, clients, clients_per_round, round
         clients_per_round=clients_per_round, rounds=rounds, local_steps=local_steps, batch_size=batch_size,
         lr=lr, seed=seed, eval_every=eval_every, method_options=parse_options(opt or []), device=device,
         parallel_clients=parallel_clients, precision=precision, init=init, scheduler=scheduler, dp=dp,
-        membership=membership or None,
+        membership=membership or None, secagg=secagg or None,
     )
 
 
@@ -152,6 +152,7 @@ _results = typer.Option(DEFAULT_RESULTS, help="where run records are written")
 _device = typer.Option("cpu", help="cpu, cuda, cuda:N or auto")
 _dp = typer.Option(None, help="client-level differential privacy on the uplink: clip=C,noise=Z[,mode=local|central][,delta=D]: each upload clipped to L2 norm C, Gaussian noise Z*C added by each client (local) or Z*C/K to the aggregate by the server (central); epsilon from dp-accounting at delta (default 1/clients) in every round and the summary (docs/privacy.md)")
 _membership = typer.Option(False, "--membership", help="score a loss-threshold membership-inference attack at every evaluation: each client's own training examples against its held-out ones, on its deployed model and on the shared part alone; the AUC (0.5: nothing leaked) in the record and the tables (docs/privacy.md)")
+_secagg = typer.Option(False, "--secagg", help="pairwise-masked secure aggregation (Bonawitz et al. 2017), simulated byte for byte: the server learns only the round's weighted sum; keys, encrypted shares and the dropped clients' mask recovery counted in the uplink and downlink (fp32 codec, digital channels; docs/privacy.md)")
 _precision = typer.Option("fp32", help="fp32, or bf16 where the hardware has bf16 instructions (the frozen base in bf16 under autocast, trained tensors in fp32); part of the run id (docs/models.md, Precision)")
 _init = typer.Option("pretrained", help="pretrained, or random: the model's architecture with random weights, for timing a model's size where its weights are not at hand (such runs are left out of tables)")
 _data_dir = typer.Option(None, help="local copies of hub datasets: DIR/TASK.jsonl (or .json/.csv/.parquet); also PFLBENCH_DATA_DIR")

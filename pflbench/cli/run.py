@@ -16,7 +16,7 @@ from pflbench.cli.common import (
     app, DEFAULT, _err, _spec, _execute, _task, _model, _channel, _scheduler, _codec, _clients, _cpr,
     _rounds, _steps, _batch, _lr, _seed, _eval_every, _opt, _results, _device, _precision,
     _init, _data_dir, _use_data_dir, _backend, _workers, _ray_address, _parallel, _backend_args,
-    _json, _json_only, _force, _method_options, _dp, _membership,
+    _json, _json_only, _force, _method_options, _dp, _membership, _secagg,
 )
 
 
@@ -34,7 +34,7 @@ def run(
     device: str = _device, data_dir: Optional[Path] = _data_dir, as_json: bool = _json, force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
     parallel_clients: str = _parallel, precision: str = _precision, init: str = _init, dp: Optional[str] = _dp,
-    membership: bool = _membership,
+    membership: bool = _membership, secagg: bool = _secagg,
 ) -> None:
     """Run one federated experiment and print its summary. A spec already finished in
     RESULTS_DIR is not run again (--force does); an interrupted one resumes."""
@@ -44,7 +44,7 @@ def run(
     where, parallel = _backend_args(backend, workers, ray_address, parallel_clients)
     spec = _spec(method, task, model, channel, codec, clients, clients_per_round, rounds, local_steps,
                  batch_size, lr, seed, eval_every, opt, device, parallel, precision, init, scheduler=scheduler, dp=dp,
-                 membership=membership)
+                 membership=membership, secagg=secagg)
     with _json_only(as_json):
         record = _execute(spec, results_dir, quiet=False, force=force, backend=where)
     if as_json:
@@ -83,7 +83,7 @@ def bench(
     force: bool = _force,
     backend: str = _backend, workers: Optional[int] = _workers, ray_address: Optional[str] = _ray_address,
     parallel_clients: str = _parallel, precision: str = _precision, dp: Optional[str] = _dp,
-    membership: bool = _membership,
+    membership: bool = _membership, secagg: bool = _secagg,
 ) -> None:
     """Run several methods over several seeds on one setting; print their leaderboard (means
     and 95% intervals over seeds) and write RESULTS_DIR/leaderboard.md over every run there.
@@ -100,7 +100,7 @@ def bench(
     specs = [
         _spec(name, task, model, channel, codec, clients, clients_per_round, rounds, local_steps, batch_size,
               lr, seed, eval_every, options[name], device, parallel, precision, scheduler=scheduler, dp=dp,
-              membership=membership)
+              membership=membership, secagg=secagg)
         for seed in parse_seeds(seeds) for name in names
     ]
     with _json_only(as_json):

@@ -126,6 +126,10 @@ class Runner:
 
             privacy.check(exp.spec.dp, exp.spec.method, exp.parts)
             privacy.epsilon(exp.spec.dp, exp.spec.clients, exp.spec.clients_per_round, 1)  # the accountant is there
+        if exp.spec.secagg:
+            from pflbench.federation.secagg import check
+
+            check(exp.spec, exp.channel)
 
     # ---- one round ----------------------------------------------------------------------
     def round(self, r: int) -> dict[str, Any]:
@@ -181,6 +185,9 @@ class Runner:
 
         # only clients that produced a payload transmit (local-only sends nothing)
         sending = [i for i, p in enumerate(payloads) if p]
+        masking = None
+        if spec.secagg and sending:  # each sender's payload becomes its masked vector (federation.secagg)
+            masking = self.secure_round(r, payloads, sending, weights, sent_links)
         outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [sent_links[i] for i in sending], chan_rng)
         updates = []
         self.payload_hint = max((len(p) for p in payloads), default=0)
@@ -189,11 +196,23 @@ class Runner:
             if o.status == DELIVERED:
                 self.delivered_count[o.client] = self.delivered_count.get(o.client, 0) + 1
                 self.delivered_round[o.client] = r
-            if o.status == DELIVERED:
+            if o.status == DELIVERED and masking is None:
                 decoded = exp.codec.decode(payloads[i], self.schema)
                 updates.append(Update(client=o.client, num_samples=weights[i],
                                       delta={n: t for n, t in decoded.items() if n not in exp.parts.messages},
                                       messages={n: t for n, t in decoded.items() if n in exp.parts.messages}))
+        secagg = None
+        if masking is not None:  # the server learns the survivors' weighted mean, nothing else
+            result = masking.unmask({o.client: payloads[i] for i, o in zip(sending, outcomes) if o.status == DELIVERED},
+                                    set(exp.parts.messages))
+            if result.delta is not None:
+                updates = [Update(client=-1, num_samples=sum(weights[i] for i, o in zip(sending, outcomes)
+                                                              if o.status == DELIVERED),
+                                  delta=result.delta, messages=result.messages)]
+            protocol_up = sum(result.uplink.values())
+            downlink += result.downlink
+            secagg = {"survivors": result.survivors, "dropped": result.dropped, "aborted": result.delta is None,
+                      "threshold": masking.t, "protocol_uplink_bytes": protocol_up, "protocol_downlink_bytes": result.downlink}
         dp = spec.dp
         if dp and dp["mode"] == "central":  # the server clips what it decoded (local DP clipped on the client)
             from pflbench.federation.privacy import clip
@@ -220,7 +239,7 @@ class Runner:
             "late": [o.client for o in outcomes if o.status == LATE],
             "train_loss": _weighted_mean(losses, weights),
             "train_reward": _weighted_mean(rewards, weights),  # reward tasks: mean reward of the sampled responses
-            "uplink_bytes": sum(len(p) for p in payloads),
+            "uplink_bytes": sum(len(p) for p in payloads) + (secagg["protocol_uplink_bytes"] if secagg else 0),
             "downlink_bytes": downlink,
             "airtime_s": sum(o.airtime_s for o in outcomes),
             "energy_j": sum(o.energy_j for o in outcomes),
@@ -232,6 +251,8 @@ class Runner:
             rec["failed"] = failed
         if dp:
             rec["dp"] = self.privacy_spent(r)
+        if secagg:
+            rec["secagg"] = secagg
         if not self.legacy_draws:  # who the scheduler chose is "sampled"; what it keeps, here
             rec["scheduler"] = {"name": spec.scheduler, "state": exp.scheduler.state()}
         t1 = time.perf_counter()
@@ -260,6 +281,20 @@ class Runner:
         with plugin_hook(exp, "select", r, kind="scheduler"):
             chosen = exp.scheduler.select(view)
         return check_selection(chosen, view, spec.scheduler)
+
+    def secure_round(self, r: int, payloads: list[bytes], sending: list[int], weights: list[int], links: list):
+        """Secure aggregation's first three phases among this round's senders: their payloads
+        (fp32) replaced by masked vectors, in place; the protocol's state for unmasking."""
+        from pflbench.federation.secagg import SecAgg
+
+        clients = [links[i].client for i in sending]
+        masking = SecAgg(clients, {links[i].client: float(weights[i]) for i in sending}, list(self.schema.names),
+                         [tuple(s) for s in self.schema.shapes], self.exp.spec.seed, r)
+        for i in sending:
+            upload = self.exp.codec.decode(payloads[i], self.schema)
+            full = {n: upload.get(n, torch.zeros(shape)) for n, shape in zip(self.schema.names, self.schema.shapes)}
+            payloads[i] = masking.mask(links[i].client, full)
+        return masking
 
     def privacy_spent(self, rounds: int) -> dict[str, float]:
         """The (epsilon, delta) spent after ``rounds`` rounds (``federation.privacy.epsilon``); a

@@ -74,6 +74,7 @@ class Settings(BaseModel):
         return value
     precision: Optional[Literal[PRECISIONS]] = None
     membership: Optional[StrictBool] = None  # --membership: the membership-inference attack at every evaluation
+    secagg: Optional[StrictBool] = None  # --secagg: pairwise-masked secure aggregation
     opt: dict[StrictStr, Scalar] = {}  # method options
 
 
@@ -125,7 +126,7 @@ def method_names(suite: Suite, warn: Callable[[str], None] | None = None) -> lis
 
 
 SETTING_KEYS = ("clients", "clients_per_round", "rounds", "local_steps", "batch_size", "lr", "eval_every", "device",
-                "parallel_clients", "precision", "membership")
+                "parallel_clients", "precision", "membership", "secagg")
 
 
 def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunSpec]:

@@ -23,7 +23,7 @@ from pflbench.results.stats import Estimate, Paired, estimate, paired, participa
 
 # spec fields that make a row, besides the method; the seed is what a row aggregates over
 SETTINGS = ("model", "channel", "scheduler", "codec", "clients", "clients_per_round", "rounds", "local_steps", "batch_size",
-            "lr", "eval_every", "method_options", "device", "precision", "dp")
+            "lr", "eval_every", "method_options", "device", "precision", "dp", "secagg")
 REFERENCE_METHODS = ("local-only", "fedavg-lora")  # every row is paired with these
 FAIRNESS = ("jain_scheduled", "jain_delivered")  # derived from the rounds: results.stats.participation_fairness
 
@@ -74,7 +74,7 @@ class Row:
 def _settings(spec: dict[str, Any]) -> dict[str, Any]:
     # records from before 'device' ran on cpu, before 'precision' in fp32; a spec leaves the
     # scheduler out at random
-    return {k: spec.get(k, {"device": "cpu", "precision": "fp32", "scheduler": "random", "dp": {}}.get(k)) for k in SETTINGS}
+    return {k: spec.get(k, {"device": "cpu", "precision": "fp32", "scheduler": "random", "dp": {}, "secagg": False}.get(k)) for k in SETTINGS}
 
 
 def _key(settings: dict[str, Any]) -> str:
@@ -152,7 +152,7 @@ def _headline(task: str, rows: list[Row], shared: dict[str, Any]) -> str:
     first = rows[0].records[0]
     metric = first["summary"]["metric"]
     parts = [f"{k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in shared.items()
-             if (k not in ("method_options", "dp") or v) and (k, v) != ("scheduler", "random")]
+             if (k not in ("method_options", "dp", "secagg") or v) and (k, v) != ("scheduler", "random")]
     seeds = sorted({s for r in rows for s in r.seeds})
     direction = "points, higher is better" if registry.metrics.get(metric).higher_is_better else "lower is better"
     return (f"### {task} (score: {metric}, {direction})\n\n"
