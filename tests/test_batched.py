@@ -183,11 +183,11 @@ def test_how_many_clients_train_together_is_part_of_the_run_id(small_spec):
         replace(one, parallel_clients=0)
 
 
-def test_the_ray_backend_runs_auto_as_one_client_at_a_time(cli, tmp_path, monkeypatch):
+def test_the_ray_backend_keeps_auto_so_each_worker_batches_its_share(cli, tmp_path, monkeypatch):
     from pflbench.federation import engine
 
     seen = []
     monkeypatch.setattr(engine, "run", lambda spec, *a, **k: seen.append(spec) or (_ for _ in ()).throw(SystemExit(0)))
     cli("run", "--results-dir", str(tmp_path), "--backend", "ray", "--rounds", "1")
     cli("run", "--results-dir", str(tmp_path), "--rounds", "1")
-    assert [s.parallel_clients for s in seen] == [1, "auto"]
+    assert [s.parallel_clients for s in seen] == ["auto", "auto"]

@@ -147,7 +147,11 @@ def test_random_reproduces_the_records_from_before_schedulers():
         rounds = [{k: v for k, v in r.items() if k != "timing"} for r in run(spec, None)["rounds"]]
         assert [r["sampled"] for r in rounds] == [r["sampled"] for r in want["rounds"]]
         assert [(r["delivered"], r["lost"], r["late"]) for r in rounds] == [(r["delivered"], r["lost"], r["late"]) for r in want["rounds"]]
-        assert _strip_floats(rounds, 10) == _strip_floats(want["rounds"], 10)
+        # the train loss within 1e-5: a tiny model built on another machine moved it in the 6th-8th digit;
+        # every channel figure (links, airtime, energy, bytes) and the scores to 10 digits
+        assert [r["train_loss"] for r in rounds] == pytest.approx([r["train_loss"] for r in want["rounds"]], rel=1e-5)
+        drop = lambda rs: [{k: v for k, v in r.items() if k != "train_loss"} for r in rs]  # noqa: E731
+        assert _strip_floats(drop(rounds), 10) == _strip_floats(drop(want["rounds"]), 10)
 
 
 def test_a_scheduler_run_resumes_to_the_uninterrupted_record(small_spec, tmp_path, without_timing):

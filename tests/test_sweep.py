@@ -103,11 +103,13 @@ def _sweep(*args: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_a_sweep_killed_and_started_again_runs_nothing_twice_and_loses_nothing(tmp_path):
-    """Reference: the whole sweep in one process. Then the same sweep with --jobs 2, killed
+    """Reference: the whole sweep. Then the same sweep with --jobs 2, killed
     (kill -9 on the whole process group) once a run has finished, and started again: the
     same records, and the runs finished before the kill are untouched."""
     suite = _suite(tmp_path, SUITE.replace("rounds: 2", "rounds: 6"))
-    ref = _sweep(str(suite), "--results-dir", str(tmp_path / "ref"))
+    # every sweep here with --jobs 2: each run on one torch thread, as the killed sweep's workers
+    # (the order of float sums follows the threads)
+    ref = _sweep(str(suite), "--results-dir", str(tmp_path / "ref"), "--jobs", "2")
     assert ref.wait(timeout=600) == 0, ref.communicate()
     expected = {r["run_id"]: strip_timing(r) for r in load_records(tmp_path / "ref")}
     out = tmp_path / "killed"
@@ -124,7 +126,7 @@ def test_a_sweep_killed_and_started_again_runs_nothing_twice_and_loses_nothing(t
     proc.wait()
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/record.json")}
     assert 0 < len(finished) < len(expected), "the sweep finished before the kill: lengthen it"
-    again = _sweep(str(suite), "--results-dir", str(out))
+    again = _sweep(str(suite), "--results-dir", str(out), "--jobs", "2")
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     assert err.count("(kept)") == len(finished)  # not run again
