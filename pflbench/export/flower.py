@@ -44,6 +44,7 @@ from pflbench.federation.client import (
     payload_schema,
     train_client,
 )
+from pflbench.federation.backends import last_line
 from pflbench.federation.engine import Runner
 from pflbench.federation.resolve import resolve
 from pflbench.results.record import atomic_write, dumps
@@ -240,7 +241,7 @@ class FlowerBackend:
                 out[c] = f"{who} did not reply in time"
             elif reply.has_error():
                 if reply.error.code not in GONE:
-                    raise UserError(f"{who} failed: {_last(reply.error.reason)}")
+                    raise UserError(f"{who} failed: {last_line(reply.error.reason or '(no reason given)')}")
                 out[c] = f"{who}: {GONE[reply.error.code]}"
             else:
                 self.transport[up] += wire_bytes(reply)
@@ -298,11 +299,6 @@ def wire_bytes(message) -> int:
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
     return sum(len(o.deflate()) for o in get_all_nested_objects(message).values())
-
-
-def _last(reason: str) -> str:
-    lines = [l.strip() for l in str(reason).splitlines() if l.strip()]
-    return (lines or ["(no reason given)"])[-1][:300]
 
 
 def server_app(spec_path: Path):

@@ -163,8 +163,9 @@ def _actor_pythonpath() -> str:
     return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def last_line(exc: Exception) -> str:
-    """The innermost error of a Ray exception (its text ends with the worker's own)."""
+def last_line(exc: Exception | str) -> str:
+    """The innermost error of a Ray exception (its text ends with the worker's own), or of a
+    traceback's text (a Flower node's error reason)."""
     lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.startswith((" ", "\x1b"))]
     errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", l)]
     return (errors or lines or [type(exc).__name__])[-1][:300]

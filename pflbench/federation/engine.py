@@ -125,7 +125,7 @@ class Runner:
             from pflbench.federation import privacy
 
             privacy.check(exp.spec.dp, exp.spec.method, exp.parts)
-            privacy.epsilon(exp.spec.dp, exp.spec.clients, exp.spec.clients_per_round, 1)  # the accountant is there
+            privacy.accounting()  # installed, before any round is trained
         if exp.spec.secagg:
             from pflbench.federation.secagg import check
 

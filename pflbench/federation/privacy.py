@@ -101,7 +101,7 @@ def _epsilon(noise: float, clients: int, per_round: int, rounds: int, delta: flo
         return 0.0
     if noise <= 0:
         return math.inf
-    dpa = _accounting()
+    dpa = accounting()
     from dp_accounting.rdp import RdpAccountant
 
     gaussian = dpa.GaussianDpEvent(noise)
@@ -111,7 +111,8 @@ def _epsilon(noise: float, clients: int, per_round: int, rounds: int, delta: flo
     return float(accountant.get_epsilon(delta))
 
 
-def _accounting():
+def accounting():
+    """Google's ``dp_accounting``, or one line saying how to install it."""
     try:
         import dp_accounting
     except ImportError:

@@ -209,6 +209,8 @@ class SecAgg:
 
     # ---- 4. unmask ---------------------------------------------------------------------
     def unmask(self, delivered: dict[int, bytes], message_names: set[str]) -> RoundResult:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
         survivors = [c for c in self.clients if c in delivered]
         dropped = [c for c in self.clients if c not in delivered]
         uplink = dict(self.uplink)
@@ -224,11 +226,8 @@ class SecAgg:
             b = shamir_join([self.parties[v].held[u][1] for v in survivors][: self.t])
             total = total - _prg(b, self.numel)
         for d in dropped:  # rebuild the dropped clients' s keys and remove their pairwise masks
-            s_raw = shamir_join([self.parties[v].held[d][0] for v in survivors][: self.t])
-            rebuilt = _rebuilt_key(s_raw)
+            rebuilt = X25519PrivateKey.from_private_bytes(shamir_join([self.parties[v].held[d][0] for v in survivors][: self.t]))
             for u in survivors:
-                from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
                 pair = _prg(rebuilt.exchange(X25519PublicKey.from_public_bytes(self.public[u][1])), self.numel)
                 total = total - pair if u < d else total + pair  # u added +pair (u < d) or -pair (u > d)
         values = torch.from_numpy(total.astype(np.int32).astype(np.float64) / SCALE / weight)
@@ -240,12 +239,6 @@ class SecAgg:
         delta = {n: t for n, t in out.items() if n not in message_names}
         return RoundResult(delta, {n: t for n, t in out.items() if n in message_names}, weight, survivors, dropped,
                            uplink, self.downlink)
-
-
-def _rebuilt_key(raw: bytes):
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    return X25519PrivateKey.from_private_bytes(raw)
 
 
 def protocol_bytes(k: int, survived: bool = True) -> int:
