@@ -147,6 +147,52 @@ def test_a_users_jsonl_runs_through_their_own_card(tmp_path, cli):
     assert sorted(record["task"]["clients"]) == ["t0", "t1", "t2", "t3"]
 
 
+def _long_card(tmp_path, new_tokens: int):
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"q": "word " * 150 + f"{k}?", "a": f"city {k % 3}", "team": f"t{k % 2}"}) + "\n"
+                            for k in range(40)))
+    card = tmp_path / "long.yaml"
+    card.write_text("name: long-qa\nkind: instruction\ndescription: long prompts\nsource: {file: long.jsonl}\n"
+                    f"prompt: 'Q: {{q}}\\nA:'\nreference: ' {{a}}'\npartition: {{natural: {{key: team}}}}\nmetric: token-f1\n"
+                    f"max_length: 200\nmax_new_tokens: {new_tokens}\n")
+    return card
+
+
+def test_generation_past_the_models_positions_is_said_before_training(tmp_path, cli, tokenizer):
+    """tiny (a rotary Llama, 256 positions) asked to generate 100 tokens after 190-token
+    prompts: one warning line, and the run goes on; a model with learned position embeddings
+    (GPT-2's, which really fails there) is refused in one line before anything trains."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pflbench.federation import resolve as resolve_mod
+
+    card = _long_card(tmp_path, 100)
+    base = ["--task", str(card), "--method", "local-only", "--clients", "2", "--clients-per-round", "2", "--rounds", "1",
+            "--local-steps", "1", "--results-dir", str(tmp_path / "r")]
+    code, _, err = cli("run", *base)
+    warned = [l for l in err.splitlines() if l.startswith("warning:") and "positions" in l]
+    assert code == 0 and len(warned) == 1 and "past its 256 positions" in warned[0], err
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2, vocab_size=tokenizer.vocab_size))
+    with pytest.raises(IndexError):  # why it is refused: learned positions end
+        gpt2(torch.zeros(1, 65, dtype=torch.long))
+    task = resolve_task(str(card))
+    clients = task.clients(tokenizer, 2, 0)
+    with pytest.raises(UserError, match="past its 64 positions: its position embeddings stop there"):
+        resolve_mod.check_positions(task, SimpleNamespace(model=gpt2, name="gpt2-small"), clients)
+    gpt2.config.n_positions = 256  # examples fit, a prompt plus 100 generated tokens does not
+    longest = max(len(e.prompt) for c in clients for e in (*c.train, *c.test)) + 100
+    assert max(len(e.ids) for c in clients for e in c.train) <= 200 < longest
+    with pytest.raises(UserError, match=f"up to {longest} tokens"):
+        resolve_mod.check_positions(task, SimpleNamespace(model=gpt2, name="gpt2-small"), clients)
+    (tmp_path / "short").mkdir()
+    short = resolve_task(str(_long_card(tmp_path / "short", 1)))  # 200 at most: fits
+    resolve_mod.check_positions(short, SimpleNamespace(model=gpt2, name="gpt2-small"), short.clients(tokenizer, 2, 0))
+
+
 def test_a_card_is_one_task_through_any_path_and_two_cards_of_one_name_are_two(tmp_path, cli, monkeypatch):
     """Identity by content: the same card given by an absolute and by a relative path is one
     run id (the second run is kept, not re-run) and one task in the table; an edited copy with

@@ -213,6 +213,8 @@ class Metric:
     # scored against the client itself (its reward mixture), not its examples alone:
     # ``score_client(task, model, client)``, client by client
     score_client: Optional[Callable] = None
+    # scored on greedy generations of up to the card's max_new_tokens after each prompt
+    generates: bool = False
 
     @property
     def per_client(self) -> bool:
@@ -387,14 +389,15 @@ METRICS = {m.name: m for m in (
     Metric("next-token-accuracy", "share of answer tokens predicted top-1", _next_token_accuracy),
     Metric("perplexity", "exp of the mean answer-token NLL (lower is better)", _perplexity, higher_is_better=False),
     Metric("label-accuracy", "the most likely label text is the gold one", _label_accuracy),
-    Metric("exact-match", "greedy answer equals the reference after normalisation", _generation_metric(exact_match)),
-    Metric("token-f1", "token-overlap F1 of greedy answer and reference", _generation_metric(token_f1)),
-    Metric("rouge-l", "longest-common-subsequence F1 of greedy answer and reference", _generation_metric(rouge_l)),
-    Metric("final-number", "GSM8K: the greedy answer's final number equals the reference's", _generation_metric(final_number_match)),
+    Metric("exact-match", "greedy answer equals the reference after normalisation", _generation_metric(exact_match), generates=True),
+    Metric("token-f1", "token-overlap F1 of greedy answer and reference", _generation_metric(token_f1), generates=True),
+    Metric("rouge-l", "longest-common-subsequence F1 of greedy answer and reference", _generation_metric(rouge_l), generates=True),
+    Metric("final-number", "GSM8K: the greedy answer's final number equals the reference's", _generation_metric(final_number_match), generates=True),
     Metric("preference-accuracy", "chosen answer more likely than rejected, per token", _preference_accuracy),
-    Metric("knowledge-style", "mean of knowledge (the right fact) and style (the client's form) of greedy answers", _knowledge_style),
+    Metric("knowledge-style", "mean of knowledge (the right fact) and style (the client's form) of greedy answers", _knowledge_style,
+           generates=True),
     Metric("mixture-reward", "the client's own mixture of the card's reward models on its greedy answers (reward cards)",
-           score_client=_mixture_reward),
+           score_client=_mixture_reward, generates=True),
 )}
 TOKEN_METRICS = ("next-token-accuracy", "perplexity")  # averaged over target tokens; the others over answers
 

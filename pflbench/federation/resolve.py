@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -111,6 +112,7 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
     check_precision(spec.precision, dev)
     loaded = load_model(spec.model, progress, spec.init)
     clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
+    check_positions(task, loaded, clients)
     if task.kind == "reward":
         load_rewards(task, progress, dev)
     torch.manual_seed(int(np.random.SeedSequence([spec.seed, INIT_TAG]).generate_state(1)[0]))
@@ -133,6 +135,35 @@ def device_of(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise UserError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or auto") from None
+
+
+_WARNED: set[tuple[str, str, int]] = set()  # (model, task, longest): said once a process
+
+
+def check_positions(task: Task, loaded, clients: list) -> None:
+    """The longest sequence a run feeds the model (a training example, or a prompt plus
+    ``max_new_tokens`` where the metric or the RL update generates) against the model's
+    positions. Past them a model with learned position embeddings (GPT-2, OPT) fails
+    mid-run: refused in one line; a rotary one (Llama, SmolLM2, Gemma) runs on, out of what
+    it was trained for: one warning line."""
+    config = loaded.model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(limit, int):
+        return
+    examples = [e for c in clients for e in (*c.train, *c.test)]
+    longest = max((len(e.ids) for e in examples), default=0)
+    if task.kind == "reward" or registry.metrics.get(task.metric).generates:
+        longest = max(longest, max((len(e.prompt) for e in examples), default=0) + task.max_new_tokens)
+    if longest <= limit:
+        return
+    what = (f"task {task.name!r} feeds {loaded.name!r} sequences of up to {longest} tokens (max_length {task.max_length}, "
+            f"max_new_tokens {task.max_new_tokens}), past its {limit} positions")
+    rotary = any(getattr(config, k, None) is not None for k in ("rope_theta", "rope_scaling", "rope_parameters"))
+    if not rotary:
+        raise UserError(f"{what}: its position embeddings stop there; lower max_length or max_new_tokens in the card")
+    if (loaded.name, task.name, longest) not in _WARNED:
+        _WARNED.add((loaded.name, task.name, longest))
+        print(f"warning: {what}; its rotary positions run on, beyond what it was trained on", file=sys.stderr)
 
 
 def _check_parts(parts: Parts, model: torch.nn.Module, method: str) -> None:
