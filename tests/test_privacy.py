@@ -186,6 +186,38 @@ def test_the_table_of_dp_runs_has_epsilon_and_the_dp_setting(cli, tmp_path):
     assert code == 0 and "epsilon" in csv_text.splitlines()[0]
 
 
+def test_the_table_pairs_methods_at_equal_epsilon_across_dp_settings(cli, tmp_path):
+    """PFTT under local DP and FedAvg-LoRA under central DP with another clip spend the same ε
+    (it depends on the noise, the sampling and the rounds): --at-epsilon pairs them seed by
+    seed; FedAvg-LoRA at a higher noise (a smaller ε) is not paired; local-only, which uploads
+    nothing, is the reference at every level."""
+    from pflbench.results.record import load_records
+    from pflbench.results.stats import paired
+    from pflbench.results.table import group
+
+    base = ["--task", "synth-world", "--clients", "4", "--clients-per-round", "2", "--rounds", "1", "--local-steps", "2",
+            "--results-dir", str(tmp_path)]
+    for method, dp in (("pftt", "clip=0.5,noise=1"), ("fedavg-lora", "clip=2,noise=1,mode=central"),
+                       ("fedavg-lora", "clip=0.5,noise=4"), ("local-only", None)):
+        for seed in ("0", "1"):
+            code, _, err = cli("run", "--method", method, "--seed", seed, *base, *(["--dp", dp] if dp else []))
+            assert code == 0, err
+    code, out, err = cli("table", str(tmp_path), "--at-epsilon")
+    assert code == 0, err
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")][1:]
+    pftt = [l for l in lines if l[1] == "pftt"]
+    assert [(l[3], l[4]) for l in pftt] == [("local-only", "(uploads nothing)"), ("fedavg-lora", "clip=2,mode=central,noise=1")]
+    rows = {(r.method, r.settings["dp"].get("noise"), r.settings["dp"].get("mode")): r
+            for r in group(load_records(tmp_path))["synth-world"]}
+    want = paired(rows[("pftt", 1.0, "local")].per_seed("score"), rows[("fedavg-lora", 1.0, "central")].per_seed("score"))
+    assert pftt[1][5] == "2" and pftt[1][6].startswith(f"{want.diff.mean:+.2f} ± {want.diff.half_width:.2f}"), pftt
+    assert not any("noise=4" in l[4] for l in lines)  # another ε: never paired with noise 1
+    noisy = [l for l in lines if l[2] == "clip=0.5,mode=local,noise=4"]
+    assert [l[3] for l in noisy] == ["local-only"] and float(noisy[0][0].split()[0]) < float(pftt[0][0].split()[0])
+    code, out, _ = cli("table", str(tmp_path / "none"), "--at-epsilon")
+    assert code == 2
+
+
 def test_a_suite_sweeps_dp_settings_as_an_axis(tmp_path):
     from pflbench.orchestration.sweep import expand, load_suite
 
@@ -217,7 +249,7 @@ def audited():
 
     spec = RunSpec(task="synth-world", clients=4, clients_per_round=4, rounds=3, local_steps=20, batch_size=8, lr=0.05,
                    membership=True)
-    return {m: run(replace(spec, method=m)) for m in ("local-only", "pftt")}
+    return {m: run(replace(spec, method=m)) for m in ("local-only", "pftt", "fedavg-lora")}
 
 
 def test_the_attack_finds_what_a_local_model_memorised_and_the_shared_part_alone_does_not_tell(audited):
@@ -235,11 +267,36 @@ def test_the_attack_finds_what_a_local_model_memorised_and_the_shared_part_alone
     assert "membership" not in RunSpec().to_dict()
 
 
+def test_the_attack_on_one_upload_finds_what_the_aggregate_hides(audited):
+    """The model the server rebuilds from one FedAvg-LoRA upload is that client's locally
+    trained model: it gives the client's members away far more than the aggregate of four
+    uploads does. Every client that sent an upload in the evaluated round is attacked; a
+    method that uploads nothing has no upload to attack."""
+    lora = audited["fedavg-lora"]
+    s = lora["summary"]
+    assert s["membership_auc_upload"] > s["membership_auc_shared"] + 0.1, s
+    last = lora["rounds"][-1]
+    attacked = {c["client"] for c in last["eval"]["clients"] if c["membership"].get("upload") is not None}
+    assert attacked == set(last["delivered"]) and attacked
+    assert audited["local-only"]["summary"]["membership_auc_upload"] is None
+    assert audited["pftt"]["summary"]["membership_auc_upload"] is not None
+
+
+def test_no_one_holds_a_single_upload_under_secure_aggregation():
+    from pflbench.federation.engine import run
+
+    pytest.importorskip("cryptography")
+    spec = RunSpec(task="synth-world", method="fedavg-lora", clients=3, clients_per_round=3, rounds=1, local_steps=2,
+                   membership=True, secagg=True)
+    s = run(spec)["summary"]
+    assert s["membership_auc_upload"] is None and s["membership_auc_shared"] is not None
+
+
 def test_the_table_shows_the_attack_beside_the_score(audited):
     from pflbench.results.table import render, render_csv
 
     text = render(list(audited.values()))
-    assert "member AUC" in text and "member AUC shared" in text and "membership-inference" in text
+    assert "member AUC" in text and "member AUC shared" in text and "member AUC upload" in text and "membership-inference" in text
     assert "membership_auc_low" in render_csv(list(audited.values())).splitlines()[0]
 
 

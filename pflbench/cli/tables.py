@@ -27,6 +27,7 @@ def table(
     schedulers: bool = typer.Option(False, "--schedulers", help="each scheduler against random, per method and channel: score, fairness, airtime, energy (paired over seeds)"),
     budget: Optional[str] = typer.Option(None, help="quality under a budget: per method, the best score within KIND=VALUE, KIND uplink, downlink, total (both ways; 5MB, 200kB), airtime (30s), energy (2J) or rounds (3)"),
     target: Optional[str] = typer.Option(None, help="cost to a target: per method, what it spent until its score first reached T (a score, or P% of the best method's mean); runs that never do are counted apart"),
+    at_epsilon: bool = typer.Option(False, "--at-epsilon", help="--dp runs: each method minus the references at the same (ε, δ), whatever DP setting reached it (local or central, another clip or noise), paired over seeds"),
 ) -> None:
     """Print the leaderboard of every finished run under RESULTS_DIR."""
     from tabulate import tabulate_formats
@@ -41,14 +42,20 @@ def table(
     records = load_records(results_dir, warn=_err)
     if not records:
         raise UserError(f"no finished run records under {results_dir}")
-    if sum(bool(x) for x in (schedulers, across, across_precision, budget is not None, target is not None)) > 1:
-        raise UserError("--schedulers, --across-models, --across-precisions, --budget and --target are separate tables: give one")
+    if sum(bool(x) for x in (schedulers, across, across_precision, at_epsilon, budget is not None, target is not None)) > 1:
+        raise UserError("--schedulers, --across-models, --across-precisions, --at-epsilon, --budget and --target are separate tables: give one")
     if budget is not None or target is not None:
         from pflbench.results.protocols import budget_table, target_table
 
         if fmt in ("csv", "json"):
             raise UserError("--budget and --target print a table: use a tabulate --format (github, plain, latex, ...)")
         print(budget_table(records, budget, fmt) if budget is not None else target_table(records, target, fmt))
+    elif at_epsilon:
+        from pflbench.results.table import epsilon_table
+
+        if fmt in ("csv", "json"):
+            raise UserError("--at-epsilon prints a table: use a tabulate --format (github, plain, latex, ...)")
+        print(epsilon_table(records, fmt) or "no run under RESULTS_DIR used --dp: no privacy level to pair at")
     elif schedulers:
         from pflbench.results.table import scheduler_table
 

@@ -17,8 +17,10 @@ def summarize_scores(clients: list[dict]) -> dict:
     unseen = [c["personal"] for c in clients if not c["trained"]]
     audited = [c["membership"] for c in clients if c.get("membership")]
     leaked = {} if not audited else {  # --membership: the attack's mean AUC over the clients
-        "membership_auc": _mean([m["personal"] for m in audited if m["personal"] is not None]),
-        "membership_auc_shared": _mean([m["shared"] for m in audited if m["shared"] is not None])}
+        "membership_auc": _mean([m["personal"] for m in audited if m.get("personal") is not None]),
+        "membership_auc_shared": _mean([m["shared"] for m in audited if m.get("shared") is not None]),
+        # the attack on the uploads the server decoded at this round (clients that sent one)
+        "membership_auc_upload": _mean([m["upload"] for m in audited if m.get("upload") is not None])}
     return {**leaked,
         "score": sum(personal) / n,
         "shared_score": sum(c["shared"] for c in clients) / n,

@@ -214,6 +214,22 @@ def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Ten
     return out
 
 
+@torch.no_grad()
+def upload_membership(exp, client, global_shared: dict[str, torch.Tensor], delta: dict[str, torch.Tensor],
+                      initial_private: dict[str, torch.Tensor]) -> float | None:
+    """The attack on what the server receives from one client (``--membership``): the model
+    an honest-but-curious server rebuilds from that upload alone, the round's global shared
+    tensors plus the client's delta as decoded (top-k's zeros, local DP's noise and all),
+    private tensors at their initial values, inside the method's ``shared_alone`` hook."""
+    model = exp.loaded.model
+    params = dict(model.named_parameters())
+    _load(params, global_shared)
+    _load(params, {n: global_shared[n] + d.to(global_shared[n].device, global_shared[n].dtype) for n, d in delta.items()})
+    _load(params, initial_private)
+    with exp.method.shared_alone(model):
+        return membership_auc(exp.task, model, client, exp.spec.seed)
+
+
 def _upload(exp, schema: Schema, ctx: LocalContext, result: Any) -> dict[str, torch.Tensor]:
     """The tensors this client sends: the delta of every shared tensor by default, else
     what the method's ``LocalResult.upload`` names (checked against the schema); nothing from

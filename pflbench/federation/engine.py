@@ -25,7 +25,9 @@ from pflbench.evaluation.metrics import majority_label_scores, test_units
 from pflbench.evaluation.personalization import summarize_scores
 from pflbench.federation.backends import Backend, LocalBackend, check_backend, make_backend
 from pflbench.federation.batched import evaluate_batched, evaluates_batched
-from pflbench.federation.client import ClientJob, PluginFailed, evaluate_client, evaluate_shared_alone, payload_schema, plugin_hook
+from pflbench.federation.client import (
+    ClientJob, PluginFailed, evaluate_client, evaluate_shared_alone, payload_schema, plugin_hook, upload_membership,
+)
 from pflbench.federation.codec import FP32Codec, Schema
 from pflbench.federation.resolve import Experiment, method_provenance, resolve, resolve_components
 from pflbench.federation.store import ClientStore
@@ -201,6 +203,12 @@ class Runner:
                 updates.append(Update(client=o.client, num_samples=weights[i],
                                       delta={n: t for n, t in decoded.items() if n not in exp.parts.messages},
                                       messages={n: t for n, t in decoded.items() if n in exp.parts.messages}))
+        # --membership at an evaluation round: the attack on each delivered upload as the server
+        # decoded it; none under secure aggregation or over the air (no one holds a single upload)
+        uploads_leaked = {}
+        if spec.membership and r in spec.eval_rounds() and masking is None and not getattr(exp.channel, "superposes", False):
+            uploads_leaked = {u.client: upload_membership(exp, exp.clients[u.client], self.global_shared, u.delta,
+                                                          self.store.initial) for u in updates if u.delta}
         secagg = None
         if masking is not None:  # the server learns the survivors' weighted mean, nothing else
             result = masking.unmask({o.client: payloads[i] for i, o in zip(sending, outcomes) if o.status == DELIVERED},
@@ -257,7 +265,7 @@ class Runner:
             rec["scheduler"] = {"name": spec.scheduler, "state": exp.scheduler.state()}
         t1 = time.perf_counter()
         if r in spec.eval_rounds():
-            rec["eval"] = self.evaluate()
+            rec["eval"] = self.evaluate(uploads_leaked)
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1,
                          "clients_per_pass": getattr(self.backend, "parallel", 1)}
         if wire_before:  # the round's messages, evaluation included, as the transport counted them
@@ -357,10 +365,11 @@ class Runner:
         self.payload_hint = state.get("payload_hint")
         self.exp.scheduler.load_state(state.get("scheduler", {}))
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, uploads_leaked: dict[int, float | None] | None = None) -> dict[str, Any]:
         """Every client, sampled or not (``federation.client.evaluate_client``): the deployed
         model and the shared part alone; on a backend whose clients keep their own state (a
-        Flower federation), each client scores itself."""
+        Flower federation), each client scores itself. ``uploads_leaked``: the membership
+        attack's AUC on this round's delivered uploads (``upload_membership``), by client."""
         exp, method = self.exp, self.exp.method
         if self.backend.holds_client_state:
             clients = self.backend.evaluate(self.global_shared, dict(method.server), self.participation)
@@ -379,6 +388,9 @@ class Runner:
                                                            self.store.get_state(c.id), self.store.initial,
                                                            c.id in self.participation)
                        for c in exp.clients]
+        for c in clients:
+            if c["client"] in (uploads_leaked or {}):
+                c.setdefault("membership", {})["upload"] = uploads_leaked[c["client"]]
         return {**summarize_scores(clients), "clients": clients}
 
     def references(self) -> dict[str, Any]:

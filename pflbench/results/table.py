@@ -169,10 +169,14 @@ LEGEND = (
 )
 
 
+# --membership's summary fields: the attack on the deployed model, the shared part, one upload, the untrained model
+MIA_FIELDS = ("membership_auc", "membership_auc_shared", "membership_auc_upload", "base_membership_auc")
 MIA_LEGEND = (
     " member AUC: a loss-threshold membership-inference attack on each client's own training examples against "
-    "its held-out ones (0.5: nothing told apart), on the deployed model, the shared part alone and the untrained "
-    "model (base: what the splits differ by before any training)."
+    "its held-out ones (0.5: nothing told apart), on the deployed model, the shared part alone, the model the server "
+    "rebuilds from one client's upload (upload: the last evaluated round's senders; blank where no one holds a "
+    "single upload, under secure aggregation or over the air) and the untrained model (base: what the splits differ "
+    "by before any training)."
 )
 
 
@@ -187,7 +191,7 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
     header = ["method", *varying, "n", "score", "Δ base", "pers. gain",
               "Δ local-only", "Δ fedavg-lora", "worst client", *diagnostics,
               *(["unseen clients"] if has_unseen else []), *(["ε"] if has_dp else []),
-              *(["member AUC", "member AUC shared", "member AUC base"] if has_mia else []), "uplink", "downlink", "up+down",
+              *(["member AUC", "member AUC shared", "member AUC upload", "member AUC base"] if has_mia else []), "uplink", "downlink", "up+down",
               "airtime s", "delivered/lost/late"]
     header = [h.replace("_", " ") for h in header]
     body = []
@@ -214,7 +218,7 @@ def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
             fmt_paired(compare(r, rows, "local-only")), fmt_paired(compare(r, rows, "fedavg-lora")),
             fmt_estimate(r.estimate("worst_client_score")),
             *[fmt_estimate(r.estimate(d)) for d in diagnostics], *unseen, *([_epsilon_cell(r)] if has_dp else []),
-            *([fmt_estimate(r.estimate(k)) for k in ("membership_auc", "membership_auc_shared", "base_membership_auc")]
+            *([fmt_estimate(r.estimate(k)) for k in MIA_FIELDS]
               if has_mia else []),
             *_bytes_cells(r), f"{r.mean('airtime_s'):.2f}", delivered,
         ])
@@ -293,7 +297,7 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["epsilon"] = max((rec["summary"].get("epsilon") for rec in r.records
                                   if rec["summary"].get("epsilon") is not None), default=None)
             row["dp"] = json.dumps(r.settings["dp"], sort_keys=True) if r.settings["dp"] else None
-            for key in ("membership_auc", "membership_auc_shared", "base_membership_auc"):
+            for key in MIA_FIELDS:
                 row.update(_est(key, r.estimate(key)))
             out.append(row)
     return out
@@ -424,3 +428,66 @@ def across_models(records: list[dict[str, Any]], fmt: str = "github",
                                "[above/below]: resolved, [unresolved]: the interval holds 0. across: "
                                "same (one resolved verdict on every model), FLIPS (resolved in opposite "
                                "directions), differs (resolved on one, not on another).")
+
+
+# ---- methods paired at equal privacy ----------------------------------------------------
+def _privacy_level(r: Row) -> tuple[float, float] | str | None:
+    """A row's privacy budget, what ``epsilon_table`` pairs on: (ε to 4 significant digits,
+    δ) of a DP run; "free" for a run that uploaded nothing (it spends no ε, so it stands beside
+    every level); None for a run without DP that uploads."""
+    if all(rec["summary"]["uplink_bytes"] == 0 for rec in r.records):
+        return "free"
+    spent = {(rec["summary"].get("epsilon"), rec["summary"].get("dp_delta")) for rec in r.records}
+    if len(spent) != 1 or None in next(iter(spent)):
+        return None
+    eps, delta = next(iter(spent))
+    return float(f"{eps:.4g}"), delta
+
+
+def epsilon_table(records: list[dict[str, Any]], fmt: str = "github") -> str | None:
+    """Per task, each DP row paired seed by seed with every reference method's row at the
+    same (ε, δ) whatever its DP setting (local or central, another clip or noise giving the
+    same ε), the other settings equal: score and membership AUC. A method that uploads
+    nothing (local-only) spends no ε and stands beside every level (its run with the same DP
+    setting preferred, else one without). None when no run used --dp."""
+    out = []
+    for task, rows in group(records).items():
+        levels = {id(r): _privacy_level(r) for r in rows}
+        if not any(isinstance(v, tuple) for v in levels.values()):
+            continue
+        loose = lambda r: _key({k: v for k, v in r.settings.items() if k not in ("dp", "lr", "method_options")})  # noqa: E731
+        varying = [k for k in SETTINGS if k not in ("dp", "lr", "method_options")
+                   and len({_key({"v": r.settings[k]}) for r in rows}) > 1]
+        body = []
+        for r in sorted(rows, key=lambda r: (str(levels[id(r)]), r.method, _setting_text("dp", r.settings["dp"]))):
+            level = levels[id(r)]
+            if not isinstance(level, tuple):
+                continue
+            for method in REFERENCE_METHODS:
+                if method == r.method:
+                    continue
+                refs = [x for x in rows if x.method == method and loose(x) == loose(r) and levels[id(x)] in (level, "free")]
+                free = [x for x in refs if levels[id(x)] == "free"]
+                if free:  # one stands for all: the same setting's run, else the plain one
+                    refs = [next((x for x in free if x.settings["dp"] == r.settings["dp"]),
+                                 next((x for x in free if not x.settings["dp"]), free[0]))]
+                for ref in refs:
+                    vs = lambda key: fmt_paired(paired(r.per_seed(key), ref.per_seed(key)))  # noqa: E731
+                    body.append([f"{level[0]:g} (δ {level[1]:g})", r.method, _setting_text("dp", r.settings["dp"]),
+                                 *[_setting_text(k, r.settings[k]) for k in varying], method,
+                                 _setting_text("dp", ref.settings["dp"]) if levels[id(ref)] == level else "(uploads nothing)",
+                                 len(paired(r.per_seed("score"), ref.per_seed("score")).seeds), vs("score"),
+                                 vs("membership_auc"), vs("membership_auc_upload"), human_bytes(r.mean("uplink_bytes"))])
+        if body:
+            header = ["ε (δ)", "method", "dp", *[k.replace("_", " ") for k in varying], "minus", "its dp", "n",
+                      "Δ score", "Δ member AUC", "Δ member AUC upload", "uplink"]
+            out.append(f"### {task}: methods paired at equal privacy\n\n"
+                       + tabulate(body, headers=header, tablefmt=fmt, disable_numparse=True))
+    if not out:
+        return None
+    return "\n\n".join(out) + (
+        "\n\nEach row: a DP run minus a reference method's run at the same (ε, δ), whatever DP setting reached it, "
+        "the other settings equal, paired seed by seed (n seeds, k/n up, * resolved: the 95% t interval excludes 0). "
+        "A method that uploads nothing spends no ε and is the reference at every level. Δ member AUC: the "
+        "membership-inference attack on the deployed model, and on the model the server rebuilds from one upload "
+        "(blank without --membership, or where the reference uploads nothing); uplink: the row's, per run.")
