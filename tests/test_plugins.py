@@ -194,3 +194,150 @@ def test_a_plugin_source_adds_task_cards_and_a_plugin_check_cannot_loosen_the_bu
         monkeypatch.undo()
         registry.tasks.refresh()
         registry.methods.refresh()
+
+
+# Six plugins as a colleague would write them from docs/methods/adding.md, five of them under a
+# built-in's name, one for the interface before `info` (the issue's set of outside plugins)
+OUTSIDE = {
+    "ditto": ("ditto", '''
+from dataclasses import dataclass
+
+import torch
+
+from pflbench.methods import LocalResult, LoraOptions, Method, Parts, proximal, train_steps, use_adapters
+
+
+class Ditto(Method):
+    name = "ditto"
+    description = "a colleague's Ditto"
+    deployed_adapters = ("personal",)
+    shared_adapters = ("global",)
+
+    @dataclass(frozen=True)
+    class Options(LoraOptions):
+        lam: float = 0.1
+
+    def prepare(self, model):
+        return Parts(shared=self.options.lora(model, "global"), private=self.options.lora(model, "personal"))
+
+    def local_update(self, ctx):
+        with use_adapters(ctx.model, ["global"]):
+            loss = train_steps(ctx, ctx.parameters(ctx.parts.shared), ctx.steps)
+        anchor = {n: ctx.global_shared[n.replace(".personal.", ".global.")] for n in ctx.parts.private}
+        if ctx.participation == 0:
+            with torch.no_grad():
+                for n, p in ctx.model.named_parameters():
+                    if n in anchor:
+                        p.copy_(anchor[n])
+        with use_adapters(ctx.model, ["personal"]):
+            pull = proximal(ctx, self.options.lam, ctx.parts.private, anchor)
+            train_steps(ctx, ctx.parameters(ctx.parts.private), ctx.steps, extra_loss=pull)
+        return LocalResult(ctx.num_samples, loss)
+'''),
+    "fedprox": ("fedprox", '''
+from dataclasses import dataclass
+
+from pflbench.methods import LocalResult, LoraOptions, Method, Parts, proximal, train_steps
+
+
+class FedProx(Method):
+    name = "fedprox"
+    description = "a colleague's FedProx"
+
+    @dataclass(frozen=True)
+    class Options(LoraOptions):
+        mu: float = 0.01
+
+    def prepare(self, model):
+        return Parts(shared=self.options.lora(model, "global"))
+
+    def local_update(self, ctx):
+        return LocalResult(ctx.num_samples, train_steps(ctx, ctx.parameters(), ctx.steps,
+                                                        extra_loss=proximal(ctx, self.options.mu)))
+'''),
+    "fedper-lora": ("fedper_lora", '''
+from pflbench.methods import Method, Parts
+from pflbench.models.adapters import add_lora
+
+
+class FedPerLoRA(Method):
+    name = "fedper-lora"
+    description = "a colleague's FedPer: attention LoRA shared, MLP LoRA private"
+
+    def prepare(self, model):
+        return Parts(shared=add_lora(model, "body", 4, targets=("q_proj", "v_proj")),
+                     private=add_lora(model, "head", 4, targets=("down_proj",)))
+'''),
+    "fedsa-lora": ("fedsa_lora", '''
+from pflbench.methods import LoraOptions, Method, Parts
+
+
+class FedSALoRA(Method):
+    name = "fedsa-lora"
+    description = "a colleague's FedSA: LoRA A shared, B private"
+    Options = LoraOptions
+
+    def prepare(self, model):
+        names = self.options.lora(model, "sa")
+        return Parts(shared=[n for n in names if "lora_A" in n], private=[n for n in names if "lora_A" not in n])
+'''),
+    "scaffold-lora": ("scaffold_lora", '''
+from pflbench.methods import LoraOptions, Method, Parts
+
+
+class Scaffold(Method):
+    name = "scaffold-lora"
+    description = "a colleague's SCAFFOLD, written before aggregate got the round's info"
+    Options = LoraOptions
+
+    def prepare(self, model):
+        return Parts(shared=self.options.lora(model, "global"))
+
+    def aggregate(self, shared, updates):
+        return shared
+'''),
+    "half-lora": ("halflora", PLUGIN),
+}
+
+
+def test_six_outside_plugins_install_beside_the_suite_and_none_disables_a_built_in(tmp_path):
+    """All six installed together: every built-in keeps its name and its package, each
+    clashing plugin is reachable as PACKAGE:NAME with one warning line naming both, and each
+    plugin either runs a round or fails in one line naming it before anything trains."""
+    classes = {"ditto": "Ditto", "fedprox": "FedProx", "fedper-lora": "FedPerLoRA", "fedsa-lora": "FedSALoRA",
+               "scaffold-lora": "Scaffold", "half-lora": "HalfLoRA"}
+    for name, (package, module) in OUTSIDE.items():
+        site = _install(tmp_path, package, module, f'{name} = "{package}:{classes[name]}"\n')
+    env = {**os.environ, "PYTHONPATH": site, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pflbench.cli"]
+
+    listed = subprocess.run(cmd + ["list", "methods", "--json"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    clashing = [n for n in OUTSIDE if n != "half-lora"]
+    for name in clashing:
+        assert rows[name]["package"] == "pflbench" and not rows[name]["description"].startswith("BROKEN"), rows[name]
+        assert rows[f"{OUTSIDE[name][0]}:{name}"]["package"] == OUTSIDE[name][0]
+    assert rows["half-lora"]["package"] == "halflora"
+    warnings = [line for line in listed.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 5 and all(any(f"{OUTSIDE[n][0]}:{n}" in w for w in warnings) for n in clashing), listed.stderr
+
+    small = ["--clients", "2", "--clients-per-round", "2", "--rounds", "1", "--local-steps", "1", "--json"]
+    for name in [*clashing, "half-lora"]:
+        method = name if name == "half-lora" else f"{OUTSIDE[name][0]}:{name}"
+        out = tmp_path / f"r-{OUTSIDE[name][0]}"
+        ran = subprocess.run(cmd + ["run", "--method", method, *small, "--results-dir", str(out)], env=env,
+                             capture_output=True, text=True)
+        if name == "scaffold-lora":  # the stale one: refused before a model or a results folder
+            errors = [line for line in ran.stderr.splitlines() if not line.startswith("warning:")]
+            assert ran.returncode == 2 and len(errors) == 1 and "package scaffold_lora" in errors[0], ran.stderr
+            assert "aggregate(self, shared, updates, info)" in errors[0] and not out.exists()
+            continue
+        assert ran.returncode == 0, (name, ran.stderr)
+        record = json.loads(ran.stdout)
+        assert record["spec"]["provenance"]["method"].startswith(f"{OUTSIDE[name][0]}=="), record["spec"]["provenance"]
+        assert record["summary"]["uplink_bytes"] > 0
+    for name in clashing[:1]:  # and the built-in of the same name still runs as itself
+        ran = subprocess.run(cmd + ["run", "--method", name, *small, "--results-dir", str(tmp_path / "builtin")], env=env,
+                             capture_output=True, text=True)
+        assert ran.returncode == 0 and json.loads(ran.stdout)["spec"]["provenance"]["method"].startswith("pflbench=="), ran.stderr
