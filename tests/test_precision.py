@@ -24,7 +24,24 @@ def test_a_cpu_without_bf16_instructions_is_refused_in_one_line(cli, monkeypatch
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0 and "no bf16 matrix instructions" in err and "--precision fp32" in err
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    precision.check_precision("bf16", torch.device("cpu"))  # passes where the flag is there
+    monkeypatch.setattr(precision, "cpu_matmul_speeds", lambda: (300e9, 1100e9))
+    precision.check_precision("bf16", torch.device("cpu"))  # passes where bf16 measures faster (Zen 5: 3.8x)
+
+
+def test_a_cpu_whose_bf16_measures_slower_than_fp32_is_refused_with_the_figures(cli, monkeypatch):
+    """The flag is not enough: a Xeon with AVX-512 BF16 but no AMX ran bf16 products at half
+    its fp32 rate. The measurement itself is real and cached for the process."""
+    monkeypatch.delenv(precision.ALLOW_EMULATED, raising=False)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_matmul_speeds", lambda: (310e9, 163e9))
+    code, out, err = cli("run", "--precision", "bf16", "--rounds", "1", "--results-dir", "unused")
+    assert code == 2 and out == "" and err.strip().count("\n") == 0, err
+    assert "measured 163 GFLOP/s against 310 in fp32" in err and "--precision fp32" in err
+    monkeypatch.setenv(precision.ALLOW_EMULATED, "1")
+    precision.check_precision("bf16", torch.device("cpu"))  # asked for anyway
+    monkeypatch.undo()
+    fp32, bf16 = precision.cpu_matmul_speeds()
+    assert fp32 > 1e9 and bf16 > 0 and precision.cpu_matmul_speeds() == (fp32, bf16)
 
 
 def test_bf16_casts_the_frozen_base_and_keeps_trained_tensors_fp32():

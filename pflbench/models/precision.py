@@ -6,7 +6,10 @@ runs every forward of the model under ``torch.autocast`` in bfloat16, so the bas
 products run in bf16 while the trained tensors (LoRA, adapters, or every weight under full
 fine-tuning) keep fp32 values, fp32 gradients and an fp32 optimizer. Losses and logits are
 taken in fp32. A CPU without bf16 instructions is refused: there torch emulates bf16 hundreds
-of times slower than fp32 (seen: a 2048 x 2048 product at 0.28 GFLOP/s against 124 in fp32)."""
+of times slower than fp32 (seen: a 2048 x 2048 product at 0.28 GFLOP/s against 124 in fp32).
+A CPU with them is measured before it is trusted: an Intel Xeon with AVX-512 BF16 but no AMX
+ran bf16 products at half its fp32 rate (163 against 310 GFLOP/s), so bf16 is refused wherever
+its matrix products measure slower than fp32's."""
 
 from __future__ import annotations
 
@@ -45,14 +48,33 @@ def bf16_supported(device: torch.device) -> bool:
 ALLOW_EMULATED = "PFLBENCH_ALLOW_EMULATED_BF16"
 
 
+@functools.cache
+def cpu_matmul_speeds() -> tuple[float, float]:
+    """(fp32, bf16) FLOP/s of a 1024 x 1024 matrix product on this CPU with the process's
+    threads, best of 3 each, measured once a process (about 0.1 s)."""
+    from pflbench.models.throughput import matmul_throughput
+
+    return matmul_throughput(torch.float32, 1024, 3), matmul_throughput(torch.bfloat16, 1024, 3)
+
+
 def check_precision(precision: str, device: torch.device) -> None:
-    """One line, before anything heavy, when ``precision`` cannot run fast on ``device``."""
+    """One line, before anything heavy, when ``precision`` cannot run fast on ``device``: a
+    device without bf16 matrix instructions, or a CPU whose bf16 products measure slower than
+    its fp32 ones."""
     import os
 
-    if precision == "bf16" and not bf16_supported(device) and os.environ.get(ALLOW_EMULATED) != "1":
+    if precision != "bf16" or os.environ.get(ALLOW_EMULATED) == "1":
+        return
+    if not bf16_supported(device):
         where = "this GPU" if device.type == "cuda" else f"this CPU ({platform.machine()}, no avx512_bf16/amx_bf16/bf16 flag)"
         raise UserError(f"--precision bf16: {where} has no bf16 matrix instructions, so bf16 would run far slower "
                         f"than fp32; use --precision fp32 (or set {ALLOW_EMULATED}=1 to study its numerics slowly)")
+    if device.type == "cpu":
+        fp32, bf16 = cpu_matmul_speeds()
+        if bf16 < fp32:
+            raise UserError(f"--precision bf16: this CPU has bf16 instructions, but its bf16 matrix products measured "
+                            f"{bf16 / 1e9:.0f} GFLOP/s against {fp32 / 1e9:.0f} in fp32 just now, so bf16 would be slower; "
+                            f"use --precision fp32 (or set {ALLOW_EMULATED}=1 to run it anyway)")
 
 
 def apply_precision(model: torch.nn.Module, precision: str, device: torch.device) -> None:
