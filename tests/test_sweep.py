@@ -60,6 +60,20 @@ def test_per_model_overrides_sit_between_the_task_and_the_method(tmp_path):
         expand(load_suite(_suite(tmp_path, text.replace("tiny: {lr", "smollm2-135m: {lr"))))
 
 
+def test_excluded_combinations_are_left_out_of_the_grid(tmp_path):
+    """exclude: a run is left out when it matches every axis an entry names; the rest of the
+    grid, and every other run's id, is as without it."""
+    whole = expand(load_suite(_suite(tmp_path)))
+    text = SUITE + "exclude:\n  - {methods: local-only, seeds: 1}\n  - {methods: [fedavg-lora], tasks: synth-world, seeds: 0-1}\n"
+    left = expand(load_suite(_suite(tmp_path, text)))
+    assert {(s.method, s.channel, s.seed) for s in left} == {("local-only", c, 0) for c in ("ideal", "lte-cell-edge")}
+    assert {s.run_id for s in left} <= {s.run_id for s in whole}
+    with pytest.raises(UserError, match="excludes method 'fedprox', which is not in its methods"):
+        expand(load_suite(_suite(tmp_path, SUITE + "exclude: [{methods: fedprox}]\n")))
+    with pytest.raises(UserError, match="exclude.0.metod: Extra inputs are not permitted"):
+        load_suite(_suite(tmp_path, SUITE + "exclude: [{metod: fedprox}]\n"))
+
+
 @pytest.mark.parametrize("text, needle", [
     ("methods: [fedavg-lora]\nrounds: two\n", "rounds: Input should be a valid integer"),
     ("methods: [fedavg-lora]\nrouns: 2\n", "rouns: Extra inputs are not permitted"),

@@ -85,6 +85,23 @@ class Overrides(BaseModel):
     methods: dict[StrictStr, Settings] = {}
 
 
+class Exclude(BaseModel):
+    """Runs of the grid left out: those matching every axis named (a value or a list each)."""
+
+    model_config = ConfigDict(extra="forbid")
+    methods: Optional[Union[StrictStr, list[StrictStr]]] = None
+    tasks: Optional[Union[StrictStr, list[StrictStr]]] = None
+    models: Optional[Union[StrictStr, list[StrictStr]]] = None
+    seeds: Optional[Union[StrictStr, StrictInt, list[Annotated[StrictInt, Field(ge=0)]]]] = None
+
+    def matches(self, method: str, task: str, model: str | None, seed: int) -> bool:
+        named = [(v if isinstance(v, list) else [v], x) for v, x in ((self.methods, method), (self.tasks, task),
+                                                                      (self.models, model)) if v is not None]
+        if self.seeds is not None:
+            named.append((seeds_of(self.seeds), seed))
+        return bool(named) and all(x in values for values, x in named)
+
+
 class Suite(Settings):
     methods: Union[Literal["all"], list[StrictStr]] = "all"
     tasks: list[StrictStr] = Field(default_factory=lambda: [RunSpec.task], min_length=1)
@@ -96,6 +113,8 @@ class Suite(Settings):
     models: list[Optional[StrictStr]] = Field(default_factory=lambda: [None], min_length=1)
     seeds: Union[StrictStr, StrictInt, list[Annotated[StrictInt, Field(ge=0)]]] = [0]
     overrides: Overrides = Overrides()
+    # combinations of the grid not to run, e.g. [{methods: fedavg-full, tasks: shakespeare-roles}]
+    exclude: list[Exclude] = []
 
 
 def load_suite(path: Path) -> Suite:
@@ -153,7 +172,16 @@ def expand(suite: Suite, warn: Callable[[str], None] | None = None) -> list[RunS
     for dp in suite.dps:
         if dp != "none":
             parse_dp(dp)  # one line for a bad entry, before any spec is resolved
+    for entry in suite.exclude:
+        for axis, values, known in (("methods", entry.methods, methods), ("tasks", entry.tasks, suite.tasks),
+                                    ("models", entry.models, suite.models)):
+            unknown = [v for v in (values if isinstance(values, list) else [values]) if values is not None and v not in known]
+            if unknown:
+                raise UserError(f"suite excludes {axis[:-1]} {unknown[0]!r}, which is not in its {axis} "
+                                f"({', '.join(map(str, known))})")
     for task, model, channel, scheduler, codec, dp, seed, method in itertools.product(*grid):
+        if any(entry.matches(method, task, model, seed) for entry in suite.exclude):
+            continue
         given: dict[str, Any] = {k: getattr(suite, k) for k in SETTING_KEYS}
         opts = {k: str(v) for k, v in suite.opt.items()}
         # the most specific wins: task, then model, then method
