@@ -196,8 +196,12 @@ def test_every_shipped_suite_expands(suite, monkeypatch):
     specs = expand(s)
     from pflbench.orchestration.sweep import method_names, seeds_of
 
-    assert len(specs) == (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.schedulers) * len(s.codecs) * len(s.dps) * len(s.models)
-                          * len(seeds_of(s.seeds)))
+    grid = (len(method_names(s)) * len(s.tasks) * len(s.channels) * len(s.schedulers) * len(s.codecs) * len(s.dps) * len(s.models)
+            * len(seeds_of(s.seeds)))
+    full = expand(s.model_copy(update={"exclude": []})) if s.exclude else specs
+    assert len(full) == grid
+    assert [sp.run_id for sp in specs] == [sp.run_id for sp in full  # exclude drops the runs it matches, no other
+                                           if not any(e.matches(sp.method, sp.task, sp.model, sp.seed) for e in s.exclude)]
     assert len({sp.run_id for sp in specs}) == len(specs)
 
 
