@@ -171,7 +171,9 @@ def test_hh_reward_trains_from_its_preference_card_and_hh_align_runs_offline(tmp
     assert code == 0 and info["train_pairs"] + info["held_out_pairs"] == 2000 and 0 <= info["held_out_accuracy"] <= 100
     import re
 
-    assert re.search(r"hh-harmless-v1-r2-tiny-seed0-[0-9a-f]{10}$", info["cache"])  # keyed by card, backbone, seed and data
+    from pflbench.rewards.training import RECIPE
+
+    assert re.search(rf"hh-harmless-v1-r{RECIPE}-tiny-seed0-[0-9a-f]{{10}}$", info["cache"])  # keyed by card, backbone, seed and data
 
     import yaml
 

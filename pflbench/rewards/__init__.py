@@ -69,11 +69,16 @@ class _ClassifierReward(Reward):
     model: Any
     tokenizer: Any
 
+    def end_token(self) -> str:
+        """What ends every response as the model was trained to read it: nothing by default."""
+        return ""
+
     def score(self, prompts, responses):
         import torch
 
         out: list[float] = []
-        texts = [p + r for p, r in zip(prompts, responses)]
+        end = self.end_token()
+        texts = [p + r if not end or r.endswith(end) else p + r + end for p, r in zip(prompts, responses)]
         self.tokenizer.truncation_side = "left"  # a long dialogue loses its beginning, never the response
         self.model.eval()
         with torch.no_grad():
@@ -116,6 +121,11 @@ class TrainedReward(_ClassifierReward):
             raise UserError(f"the cached reward model {self.name} in {self.path} cannot be read ({type(exc).__name__}); "
                             f"delete that folder and it is retrained on next use") from None
         return self
+
+    def end_token(self) -> str:
+        """The tokenizer's end-of-sequence token: trl's RewardTrainer appends it to every
+        chosen and rejected answer, so the score head learnt to read the reward there."""
+        return self.tokenizer.eos_token or ""
 
     def points(self, prompts, responses):
         """0 at the mean reward of the held-out pairs' rejected answers, 100 at their chosen

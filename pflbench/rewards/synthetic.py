@@ -74,7 +74,7 @@ class HelpfulSynth(TrainedReward):
     """helpfulness: the true fact beats a false one, a vague answer or a refusal; complying beats refusing (synthetic pairs)"""
 
     steps = 1000
-    lr = 3e-3  # in fp32 the default 1e-3 left false facts at 65% held out (86% overall); 3e-3: 99%
+    lr = 3e-3  # chosen under recipe 2 (1e-3 left false facts at 65% there); recipe 3: 100% held out at 3e-3
     version = 3
 
     def pairs(self):
