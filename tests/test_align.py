@@ -2,7 +2,6 @@
 objective under every method, and the evaluation by mixture reward (synth-align)."""
 
 import json
-from dataclasses import replace
 
 import pytest
 

@@ -206,7 +206,8 @@ class Runner:
         # --membership at an evaluation round: the attack on each delivered upload as the server
         # decoded it; none under secure aggregation or over the air (no one holds a single upload)
         uploads_leaked = {}
-        if spec.membership and r in spec.eval_rounds() and masking is None and not getattr(exp.channel, "superposes", False):
+        evaluated = r in spec.eval_rounds()
+        if spec.membership and evaluated and masking is None and not getattr(exp.channel, "superposes", False):
             uploads_leaked = {u.client: upload_membership(exp, exp.clients[u.client], self.global_shared, u.delta,
                                                           self.store.initial) for u in updates if u.delta}
         secagg = None
@@ -264,7 +265,7 @@ class Runner:
         if not self.legacy_draws:  # who the scheduler chose is "sampled"; what it keeps, here
             rec["scheduler"] = {"name": spec.scheduler, "state": exp.scheduler.state()}
         t1 = time.perf_counter()
-        if r in spec.eval_rounds():
+        if evaluated:
             rec["eval"] = self.evaluate(uploads_leaked)
         rec["timing"] = {"train_s": train_s, "compute_s": compute_s, "eval_s": time.perf_counter() - t1,
                          "clients_per_pass": getattr(self.backend, "parallel", 1)}

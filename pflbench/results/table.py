@@ -81,6 +81,12 @@ def _key(settings: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
+def _loose(settings: dict[str, Any], *free: str) -> str:
+    """The key of ``settings`` with the ``free`` fields left out: rows that differ only there
+    are the same setting to a comparison."""
+    return _key({k: v for k, v in settings.items() if k not in free})
+
+
 def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
     """task -> its rows (one per method and setting), in a fixed order however the records
     were found. A spec run twice (same run id) counts once."""
@@ -103,8 +109,8 @@ def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
 def reference_row(row: Row, rows: list[Row], method: str) -> Row | None:
     """The row of ``method`` run with ``row``'s settings; learning rate and method options
     may differ (they are the method's own), an identical learning rate preferred."""
-    loose = lambda st: _key({k: v for k, v in st.items() if k not in ("lr", "method_options")})  # noqa: E731
-    candidates = [r for r in rows if r.method == method and loose(r.settings) == loose(row.settings)]
+    mine = _loose(row.settings, "lr", "method_options")
+    candidates = [r for r in rows if r.method == method and _loose(r.settings, "lr", "method_options") == mine]
     same_lr = [r for r in candidates if r.settings["lr"] == row.settings["lr"]]
     return (same_lr or candidates or [None])[0]
 
@@ -324,7 +330,9 @@ def channel_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         return None
     parts = []
     for task, rows in grouped.items():
-        loose = lambda r: _key({k: v for k, v in r.settings.items() if k != "channel"})  # noqa: E731
+        def loose(r):
+            return _loose(r.settings, "channel")
+
         ideal = {(r.method, loose(r)): r for r in rows if r.settings["channel"] == "ideal"}
         body = []
         for r in sorted(rows, key=lambda r: (r.method, r.settings["channel"] != "ideal", str(r.settings["channel"]))):
@@ -349,7 +357,9 @@ def scheduler_table(records: list[dict[str, Any]], fmt: str = "github") -> str |
         return None
     parts = []
     for task, rows in grouped.items():
-        loose = lambda r: _key({k: v for k, v in r.settings.items() if k not in ("scheduler", "lr")})  # noqa: E731
+        def loose(r):
+            return _loose(r.settings, "scheduler", "lr")
+
         base = {(r.method, loose(r)): r for r in rows if r.settings["scheduler"] == "random"}
         body = []
         for r in sorted(rows, key=lambda r: (str(r.settings["channel"]), r.method, r.settings["scheduler"] != "random",
@@ -455,7 +465,9 @@ def epsilon_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         levels = {id(r): _privacy_level(r) for r in rows}
         if not any(isinstance(v, tuple) for v in levels.values()):
             continue
-        loose = lambda r: _key({k: v for k, v in r.settings.items() if k not in ("dp", "lr", "method_options")})  # noqa: E731
+        def loose(r):
+            return _loose(r.settings, "dp", "lr", "method_options")
+
         varying = [k for k in SETTINGS if k not in ("dp", "lr", "method_options")
                    and len({_key({"v": r.settings[k]}) for r in rows}) > 1]
         body = []

@@ -13,7 +13,7 @@ import numpy as np
 
 from pflbench.models import build_into, load_model
 
-# part of every trained reward model's cache key (``r2`` in the folder name): raise it when the
+# part of every trained reward model's cache key (``r3`` in the folder name): raise it when the
 # training recipe below changes, so no cache trained the old way is read as the new one.
 # 2: fp32 without gradient checkpointing on every machine (1 had trl's bf16 autocast default).
 # 3: responses are scored with the end-of-sequence token trl trains with (2 read the reward one
