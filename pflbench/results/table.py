@@ -81,10 +81,10 @@ def _key(settings: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
-def _loose(settings: dict[str, Any], *free: str) -> str:
-    """The key of ``settings`` with the ``free`` fields left out: rows that differ only there
-    are the same setting to a comparison."""
-    return _key({k: v for k, v in settings.items() if k not in free})
+def _loose(row: "Row", *free: str) -> str:
+    """The key of ``row``'s settings with the ``free`` fields left out: rows that differ only
+    there are the same setting to a comparison."""
+    return _key({k: v for k, v in row.settings.items() if k not in free})
 
 
 def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
@@ -109,8 +109,8 @@ def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
 def reference_row(row: Row, rows: list[Row], method: str) -> Row | None:
     """The row of ``method`` run with ``row``'s settings; learning rate and method options
     may differ (they are the method's own), an identical learning rate preferred."""
-    mine = _loose(row.settings, "lr", "method_options")
-    candidates = [r for r in rows if r.method == method and _loose(r.settings, "lr", "method_options") == mine]
+    mine = _loose(row, "lr", "method_options")
+    candidates = [r for r in rows if r.method == method and _loose(r, "lr", "method_options") == mine]
     same_lr = [r for r in candidates if r.settings["lr"] == row.settings["lr"]]
     return (same_lr or candidates or [None])[0]
 
@@ -330,13 +330,10 @@ def channel_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         return None
     parts = []
     for task, rows in grouped.items():
-        def loose(r):
-            return _loose(r.settings, "channel")
-
-        ideal = {(r.method, loose(r)): r for r in rows if r.settings["channel"] == "ideal"}
+        ideal = {(r.method, _loose(r, "channel")): r for r in rows if r.settings["channel"] == "ideal"}
         body = []
         for r in sorted(rows, key=lambda r: (r.method, r.settings["channel"] != "ideal", str(r.settings["channel"]))):
-            ref = ideal.get((r.method, loose(r)))
+            ref = ideal.get((r.method, _loose(r, "channel")))
             cost = "" if ref is None or ref is r else fmt_paired(paired(r.per_seed("score"), ref.per_seed("score")))
             body.append([r.method, r.settings["channel"], len(r.records), fmt_estimate(r.estimate("score")), cost,
                          f"{r.mean('lost_updates'):.1f}", f"{r.mean('late_updates'):.1f}", f"{r.mean('airtime_s'):.2f}",
@@ -357,14 +354,11 @@ def scheduler_table(records: list[dict[str, Any]], fmt: str = "github") -> str |
         return None
     parts = []
     for task, rows in grouped.items():
-        def loose(r):
-            return _loose(r.settings, "scheduler", "lr")
-
-        base = {(r.method, loose(r)): r for r in rows if r.settings["scheduler"] == "random"}
+        base = {(r.method, _loose(r, "scheduler", "lr")): r for r in rows if r.settings["scheduler"] == "random"}
         body = []
         for r in sorted(rows, key=lambda r: (str(r.settings["channel"]), r.method, r.settings["scheduler"] != "random",
                                              str(r.settings["scheduler"]))):
-            ref = base.get((r.method, loose(r)))
+            ref = base.get((r.method, _loose(r, "scheduler", "lr")))
             vs = (lambda key: "" if ref is None or ref is r else fmt_paired(paired(r.per_seed(key), ref.per_seed(key))))  # noqa: E731
             body.append([r.settings["channel"], r.method, r.settings["scheduler"], len(r.records),
                          fmt_estimate(r.estimate("score")), vs("score"), fmt_estimate(r.estimate("worst_client_score")),
@@ -465,10 +459,8 @@ def epsilon_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         levels = {id(r): _privacy_level(r) for r in rows}
         if not any(isinstance(v, tuple) for v in levels.values()):
             continue
-        def loose(r):
-            return _loose(r.settings, "dp", "lr", "method_options")
-
-        varying = [k for k in SETTINGS if k not in ("dp", "lr", "method_options")
+        own = ("dp", "lr", "method_options")  # settings a method may change to reach a level
+        varying = [k for k in SETTINGS if k not in own
                    and len({_key({"v": r.settings[k]}) for r in rows}) > 1]
         body = []
         for r in sorted(rows, key=lambda r: (str(levels[id(r)]), r.method, _setting_text("dp", r.settings["dp"]))):
@@ -478,7 +470,7 @@ def epsilon_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
             for method in REFERENCE_METHODS:
                 if method == r.method:
                     continue
-                refs = [x for x in rows if x.method == method and loose(x) == loose(r) and levels[id(x)] in (level, "free")]
+                refs = [x for x in rows if x.method == method and _loose(x, *own) == _loose(r, *own) and levels[id(x)] in (level, "free")]
                 free = [x for x in refs if levels[id(x)] == "free"]
                 if free:  # one stands for all: the same setting's run, else the plain one
                     refs = [next((x for x in free if x.settings["dp"] == r.settings["dp"]),
