@@ -121,9 +121,16 @@ def test_packed_rows_hold_one_client_each_and_learn_the_tokens_the_padded_batch_
     assert batch["input_ids"].shape[0] < sum(len(ex) for ex in per_client)  # several examples share a row
 
 
-def test_a_model_that_does_not_read_packed_examples_trains_one_client_at_a_time(small_spec, monkeypatch):
-    exp = resolve(small_spec(method="fedavg-lora", task="synth-world"))
-    assert batchable(exp)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_model_that_does_not_read_packed_examples_trains_one_client_at_a_time(small_spec, monkeypatch, precision):
+    """In bf16 too: its rounding must not pass for a model that misreads packing, nor a model
+    that reads it faithfully be taken for one that does not (CI's bf16 batched round once
+    trained one client a pass: the check's fp32 tolerance refused bf16's rounding)."""
+    from pflbench.models.precision import ALLOW_EMULATED
+
+    monkeypatch.setenv(ALLOW_EMULATED, "1")
+    exp = resolve(small_spec(method="fedavg-lora", task="synth-world", precision=precision))
+    assert batchable(exp) and clients_per_pass(exp, 4) == 4
     decoder = exp.loaded.model.get_decoder()
     # a model that ignores position_ids: packed examples would attend to each other
     monkeypatch.setattr(decoder, "forward", lambda input_ids=None, position_ids=None, **kw: type(decoder).forward(decoder, input_ids=input_ids, **kw))

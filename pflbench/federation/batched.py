@@ -39,6 +39,7 @@ from pflbench.evaluation.metrics import METRICS, evaluate_clients
 from pflbench.federation.client import ClientJob, ClientOutcome, _load, client_generator, divergence, privatized
 from pflbench.methods.base import Method, rl_config
 from pflbench.models.adapters import BottleneckAdapter
+from pflbench.models.precision import as_fp32
 from pflbench.rewards import load_rewards
 from pflbench.training.rl import _token_logprobs, adamw, draw, group_advantages, grpo_rows, reference_logprobs
 
@@ -224,8 +225,8 @@ def _learnt_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
 
 def _packs_faithfully(exp) -> bool:
     """Whether the model gives packed examples (``_learnt_logits``) the logits it gives them
-    one by one: true of Llama-style models in transformers 5; a model that reads packing
-    otherwise, or whose output is not its output layer's (logit soft-capping, say), trains
+    one by one, asked in fp32 whatever the run's precision: true of Llama-style models in
+    transformers 5; a model that reads packing otherwise, or whose output is not its output layer's (logit soft-capping, say), trains
     one client at a time."""
 
     model, task = exp.loaded.model, exp.task
@@ -235,7 +236,7 @@ def _packs_faithfully(exp) -> bool:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), as_fp32(model):  # bf16's rounding (SmolLM2: up to 10% of a position's logits) is not misreading
             width = sum(len(e.ids) for e in examples) + 1  # all in one row, padding after them
             batch = {k: v.to(exp.device) for k, v in _packed([examples], task._pad_id, width).items()}
             packed = _learnt_logits(model, batch)

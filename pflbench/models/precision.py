@@ -13,8 +13,11 @@ its matrix products measure slower than fp32's."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import platform
+from typing import Iterator
 from pathlib import Path
 
 import torch
@@ -96,10 +99,31 @@ def apply_precision(model: torch.nn.Module, precision: str, device: torch.device
         module.forward = _autocast(module.forward, device.type, dtype)
 
 
+_AS_FP32 = contextvars.ContextVar("as_fp32", default=False)
+
+
 def _autocast(forward, device_type: str, dtype: torch.dtype):
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):
-        with torch.autocast(device_type=device_type, dtype=dtype):
+        with torch.autocast(device_type=device_type, dtype=dtype, enabled=not _AS_FP32.get()):
             return forward(*args, **kwargs)
 
     return wrapped
+
+
+@contextlib.contextmanager
+def as_fp32(model: torch.nn.Module) -> Iterator[None]:
+    """Within: the model as it was before ``apply_precision``, its bf16 weights widened to fp32
+    (exactly) and autocast off; after: bf16 again, bit for bit. For questions about the
+    architecture rather than the arithmetic (does it read packed examples as lone ones?), which
+    bf16's rounding would blur. Holds the frozen weights in fp32 meanwhile, as an fp32 run does."""
+    narrow = [p for p in model.parameters() if p.dtype == torch.bfloat16]
+    for p in narrow:
+        p.data = p.data.float()
+    token = _AS_FP32.set(True)
+    try:
+        yield
+    finally:
+        _AS_FP32.reset(token)
+        for p in narrow:
+            p.data = p.data.to(torch.bfloat16)
