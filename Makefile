@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 # driver, from apt (a browser download at install time, as playwright's, fails offline).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test docs bench leaderboard quick clean
+.PHONY: setup browser demo test test-slow docs bench leaderboard quick clean
 
 setup: $(STAMP)
 
@@ -38,10 +38,16 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
+# make test: the import layers, the docs, every test not marked slow (about 20 minutes on 2
+# cores), the uplink budget. make test-slow: the rest (the PFIT behaviour test over three seeds,
+# Flower deployed, Ray clusters, the SmolLM2 benchmarks; about 25 minutes). CI runs both.
 test: setup browser docs
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q -m "not slow" --durations=20
 	$(BIN)/pflbench budget check --budget leaderboard/budget.json
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow --durations=20
 
 # The full board (leaderboard/suites/board.yaml): every registered method on synth-world,
 # synth-align and shakespeare-roles at the cards' budgets, 3 seeds: 126 runs. Its tables are

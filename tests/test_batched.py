@@ -46,7 +46,6 @@ def test_which_builtin_methods_are_batchable(small_spec):
     assert not batchable(resolve(small_spec(method="fedavg-full", task="synth-world")))  # full weights: not adapters
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method,task", [(m, "synth-world") for m in
                                          ("fedavg-lora", "local-only", "fedsa-lora", "ffa-lora", "fedper-lora", "pftt")]
                          + [("fedavg-lora", "shakespeare-roles")])  # prompts masked out / every token learnt
@@ -69,7 +68,6 @@ def test_batched_clients_match_sequential_clients(small_spec, method, task):
     assert bat["summary"]["score"] == pytest.approx(seq["summary"]["score"], abs=1e-9)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fedavg-lora", "pftt"])
 def test_batched_rl_updates_match_sequential_ones(small_spec, method):
     """On a reward card each client samples its responses with its own tensors and seed, as

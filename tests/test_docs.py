@@ -30,7 +30,6 @@ def test_the_readme_is_a_landing_page():
     assert "make demo" in README and "make test" in README
 
 
-@pytest.mark.slow
 def test_the_readmes_commands_run_as_written(cli, tmp_path, monkeypatch):
     """Each command of the README's blocks, in a fresh folder: exit 0, and what it says it
     does shows (the quick start's two make targets are what CI itself runs, so they are

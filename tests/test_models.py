@@ -29,7 +29,6 @@ def test_a_local_model_directory_loads(tmp_path):
     assert sum(p.numel() for p in loaded.model.parameters()) == sum(p.numel() for p in tiny.model.parameters())
 
 
-@pytest.mark.slow
 def test_smollm2_converts_from_the_packaged_gguf_and_generates():
     loaded = load_model("smollm2-135m")
     assert (cache_dir() / "smollm2-135m" / "model.safetensors").exists()
@@ -42,7 +41,6 @@ def test_smollm2_converts_from_the_packaged_gguf_and_generates():
     assert "Paris" in loaded.tokenizer.decode(out[0])
 
 
-@pytest.mark.slow
 def test_a_round_of_pftt_on_smollm2(small_spec):
     """The packaged real model through the whole engine: 30 blocks of hidden size 576, so the
     adapters are 30 x (576 x 8 + 8 + 8 x 576 + 576) = 294,000 values."""
@@ -104,7 +102,6 @@ def test_lora_targets_follow_the_architecture():
         default_targets(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 
-@pytest.mark.slow
 def test_gemma3_joins_its_chunks_converts_once_and_knows_english():
     """The four chunk packages joined (sha256 checked), dequantized and cached; the real
     weights predict English text far better than chance (ln 262,144 = 12.5 nats a token), and

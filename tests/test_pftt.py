@@ -116,7 +116,6 @@ def test_bad_pftt_options_are_user_errors(cli):
     assert code == 2 and "global_part must be one of adapter, lora" in err
 
 
-@pytest.mark.slow
 def test_personalization_gain_is_positive_on_shakespeare_roles(small_spec):
     """Every client trains 3 rounds of 20 steps. Measured on seeds 0, 1, 2: +0.51, +0.89,
     +0.34 points: the gain is positive on every seed, and most clients gain on each."""

@@ -122,7 +122,6 @@ def _rounds_done(folder: Path) -> int:
         return 0
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how, after, delay", [(signal.SIGKILL, 1, 0.0), (signal.SIGKILL, 3, 0.03), (signal.SIGTERM, 2, 0.0)])
 def test_killed_at_any_moment_the_same_command_finishes_with_the_same_record(tmp_path, uninterrupted, how, after, delay):
     """kill -9 right after a round's checkpoint and a moment into the next round, and SIGTERM

@@ -114,7 +114,6 @@ def _sweep(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-@pytest.mark.slow
 def test_a_sweep_killed_and_started_again_runs_nothing_twice_and_loses_nothing(tmp_path):
     """Reference: the whole sweep. Then the same sweep with --jobs 2, killed
     (kill -9 on the whole process group) once a run has finished, and started again: the
@@ -157,7 +156,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_a_killed_or_interrupted_sweep_takes_its_workers_with_it(tmp_path):
     """kill -9 of the sweep alone (not its process group): its pool workers die with it
     rather than running the rest of the grid. Ctrl-C: exit 130 at once, the queued runs

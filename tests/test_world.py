@@ -109,7 +109,6 @@ def references():
     return rows
 
 
-@pytest.mark.slow
 def test_collaboration_teaches_facts_no_client_trained_on(references):
     """What synth-world exists for, part 1: on entities only other clients trained on,
     FedAvg-LoRA knows facts that local-only does not, on every seed and by a clear margin
@@ -120,7 +119,6 @@ def test_collaboration_teaches_facts_no_client_trained_on(references):
     assert p.up == 3 and p.diff.mean > 8
 
 
-@pytest.mark.slow
 def test_personalization_gives_each_client_its_own_form(references):
     """Part 2: local-only answers in the client's own form far more often than the one global
     model, on every seed, and the difference is resolved already on 3 seeds."""
