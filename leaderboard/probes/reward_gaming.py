@@ -11,7 +11,7 @@ from pflbench.federation.resolve import resolve
 from pflbench.federation.engine import Runner
 from pflbench.evaluation.metrics import generate
 from pflbench.rewards import resolve_reward
-from pflbench.federation.client import _load
+from pflbench.federation.client import load_into
 
 method, rounds, steps, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 spec = RunSpec(method=method, task="synth-align", model="smollm2-135m", clients=4, clients_per_round=4, rounds=rounds,
@@ -24,9 +24,9 @@ def show(tag, runner=None):
     for c in exp.clients[:2]:
         if runner is not None:
             params = dict(model.named_parameters())
-            _load(params, runner.global_shared)
+            load_into(params, runner.global_shared)
             if runner.store.has(c.id):
-                _load(params, runner.store.get(c.id))
+                load_into(params, runner.store.get(c.id))
         ex = c.test[:6]
         prompts = [task._tokenizer.decode(e.prompt) for e in ex]
         ctx = exp.method.deployed(model, runner.store.get_state(c.id) if runner else {}) if runner and runner.store.has(c.id) else exp.method.shared_alone(model)

@@ -36,7 +36,7 @@ import torch
 
 from pflbench.data.task import lm_batch
 from pflbench.evaluation.metrics import METRICS, evaluate_clients
-from pflbench.federation.client import ClientJob, ClientOutcome, _load, client_generator, divergence, privatized
+from pflbench.federation.client import ClientJob, ClientOutcome, client_generator, load_into, divergence, privatized
 from pflbench.methods.base import Method, rl_config
 from pflbench.models.adapters import BottleneckAdapter
 from pflbench.models.precision import as_fp32
@@ -354,13 +354,13 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
     params = dict(model.named_parameters())
     out: list[dict[str, Any]] = []
     with torch.no_grad():
-        _load(params, global_shared)
+        load_into(params, global_shared)
         personal: list[dict] = []
         for at in range(0, len(clients), k):
             stacked = {n: torch.stack([p[n].to(exp.device) for p in private[at : at + k]]) for n in exp.parts.private}
             with _stacked_forward(model, stacked) as route, method.deployed(model, {}):
                 personal += evaluate_clients(task, model, clients[at : at + k], route)
-        _load(params, initial_private)
+        load_into(params, initial_private)
         with method.shared_alone(model):
             shared = evaluate_clients(task, model, clients)
     for client, mine, alone in zip(clients, personal, shared):

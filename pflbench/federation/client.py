@@ -111,7 +111,9 @@ def upload_schema(model: torch.nn.Module, parts) -> Schema:
 
 
 @torch.no_grad()
-def _load(params: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
+def load_into(params: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` into the model's parameters of the same names (``dict(model.named_parameters())``):
+    how a client's model is rebuilt from the global shared tensors and its own private ones."""
     for name, value in tensors.items():
         params[name].copy_(value)
 
@@ -120,8 +122,8 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
     """Run ``job`` on ``exp`` (an ``engine.Experiment``: its model is overwritten)."""
     spec, method, model = exp.spec, exp.method, exp.loaded.model
     params = dict(model.named_parameters())
-    _load(params, job.global_shared)
-    _load(params, job.private)
+    load_into(params, job.global_shared)
+    load_into(params, job.private)
     ctx = LocalContext(
         model=model, client=exp.clients[job.client], task=exp.task, parts=exp.parts, round=job.round,
         steps=spec.local_steps, batch_size=spec.batch_size, lr=job.lr,
@@ -174,14 +176,14 @@ def evaluate_client(exp, client, global_shared: dict[str, torch.Tensor], private
     on both (``membership``)."""
     method, model = exp.method, exp.loaded.model
     params = dict(model.named_parameters())
-    _load(params, global_shared)
-    _load(params, private)
+    load_into(params, global_shared)
+    load_into(params, private)
     leaked = {}
     with method.deployed(model, state):
         personal = evaluate(exp.task, model, client)
         if exp.spec.membership:
             leaked["personal"] = membership_auc(exp.task, model, client, exp.spec.seed)
-    _load(params, initial_private)
+    load_into(params, initial_private)
     with method.shared_alone(model):
         shared = score(exp.task, model, client)
         if exp.spec.membership:
@@ -200,8 +202,8 @@ def evaluate_shared_alone(exp, clients: list, global_shared: dict[str, torch.Ten
     the attack's AUC of each on that model (deployed and shared alone are the same model)."""
     method, model = exp.method, exp.loaded.model
     params = dict(model.named_parameters())
-    _load(params, global_shared)
-    _load(params, initial_private)
+    load_into(params, global_shared)
+    load_into(params, initial_private)
     with method.shared_alone(model):
         results = evaluate_clients(exp.task, model, clients)
         leaked = [membership_auc(exp.task, model, c, exp.spec.seed) for c in clients] if exp.spec.membership else []
@@ -223,9 +225,9 @@ def upload_membership(exp, client, global_shared: dict[str, torch.Tensor], delta
     private tensors at their initial values, inside the method's ``shared_alone`` hook."""
     model = exp.loaded.model
     params = dict(model.named_parameters())
-    _load(params, global_shared)
-    _load(params, {n: global_shared[n] + d.to(global_shared[n].device, global_shared[n].dtype) for n, d in delta.items()})
-    _load(params, initial_private)
+    load_into(params, global_shared)
+    load_into(params, {n: global_shared[n] + d.to(global_shared[n].device, global_shared[n].dtype) for n, d in delta.items()})
+    load_into(params, initial_private)
     with exp.method.shared_alone(model):
         return membership_auc(exp.task, model, client, exp.spec.seed)
 
