@@ -71,15 +71,25 @@ def reward_scatter(records: list[dict[str, Any]], path: Path) -> None:
         raise UserError("no records of a reward task with two reward models to plot")
     roles = next(_roles(r["task"]) for r in records if r.get("task", {}).get("kind") == "reward")
     names = ["base"] + sorted(k for k in points if k != "base")
-    fig, axes = plt.subplots(1, len(names), figsize=(2.9 * len(names) + 1.2, 3.4), squeeze=False, sharex=True, sharey=True)
-    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.18, top=0.8, wspace=0.08)
-    for ax, name in zip(axes[0], names):
+    cols = min(len(names), 5)  # a grid, not one row: the full board has 15 panels
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + 1.2, 2.9 * rows + 0.8), squeeze=False, sharex=True, sharey=True)
+    fig.subplots_adjust(left=0.08, right=0.86, bottom=0.5 / (2.9 * rows + 0.8) + 0.06, top=1 - 0.8 / (2.9 * rows + 0.8),
+                        wspace=0.08, hspace=0.3)
+    flat = axes.ravel()
+    for ax, name in zip(flat, names):
         xs, ys, ws = zip(*points.get(name, [(float("nan"), float("nan"), 0.5)]))
         sc = ax.scatter(xs, ys, c=ws, cmap="viridis", vmin=0, vmax=1, s=18)
         ax.set_title(name)
-        ax.set_xlabel(f"{roles[0]} (points)")
-    axes[0][0].set_ylabel(f"{roles[1]} (points)")
-    fig.colorbar(sc, ax=axes[0].tolist(), label=f"client's weight on {roles[0]}")
+    for ax in flat[len(names):]:
+        ax.set_visible(False)
+    for i, ax in enumerate(flat[:len(names)]):
+        if i + cols >= len(names):  # nothing below it: the bottom of its column
+            ax.set_xlabel(f"{roles[0]} (points)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if i % cols == 0:
+            ax.set_ylabel(f"{roles[1]} (points)")
+    fig.colorbar(sc, ax=axes.ravel().tolist(), label=f"client's weight on {roles[0]}")
     tasks = sorted({r["task"]["name"] for r in records if r.get("task", {}).get("kind") == "reward"})
     save_figure(fig, f"{', '.join(tasks)}: each client's rewards (every seed)", path, tight=False)
 
