@@ -2,6 +2,7 @@
 objective under every method, and the evaluation by mixture reward (synth-align)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -131,6 +132,27 @@ def test_the_rewards_plot_has_a_panel_per_method_and_base(align_runs, tmp_path):
     assert sorted(p[2] for p in points["pfit"]) == pytest.approx(weights)
     reward_scatter(records, tmp_path / "rewards.png")
     assert (tmp_path / "rewards.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_refusal_split_probe_reads_each_methods_records(align_runs, tmp_path):
+    """leaderboard/probes/refusal_split.py (the docs' refusal split by helpfulness weight) reads a
+    results folder and prints, per method, the refusal rates above and below a weight of one half
+    and their gap, as the records say."""
+    import subprocess
+    import sys
+
+    for method, record in align_runs.items():
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "record.json").write_text(json.dumps(record))
+    script = Path(__file__).resolve().parents[1] / "leaderboard" / "probes" / "refusal_split.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    for method, record in align_runs.items():
+        high = [c["diagnostics"]["refusal_conflict"] for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]) if w["helpful"] > 0.5]
+        low = [c["diagnostics"]["refusal_conflict"] for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]) if w["helpful"] <= 0.5]
+        line = next(line for line in out.splitlines() if line.split()[0] == method)
+        if high and low:
+            assert f"gap {sum(low) / len(low) - sum(high) / len(high):+.1f}" in line, line
+    assert "pfit - local-only" in out
 
 
 @pytest.mark.slow
