@@ -38,8 +38,8 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
-# make test: the import layers, the docs, every test not marked slow (about 20 minutes on 2
-# cores), the uplink budget. make test-slow: the rest (the PFIT behaviour test over three seeds,
+# make test: the import layers, the docs, every test not marked slow (14 minutes of pytest on
+# 2 cores), the uplink budget. make test-slow: the rest (the PFIT behaviour test over three seeds,
 # Flower deployed, Ray clusters, the SmolLM2 benchmarks; about 25 minutes). CI runs both.
 test: setup browser docs
 	$(BIN)/lint-imports --no-cache
