@@ -40,7 +40,7 @@ browser:
 
 # make test: the import layers, the docs, every test not marked slow (14 minutes of pytest on
 # 2 cores), the uplink budget. make test-slow: the rest (the PFIT behaviour test over three seeds,
-# Flower deployed, Ray clusters, the SmolLM2 benchmarks; about 25 minutes). CI runs both.
+# Flower deployed, Ray clusters, the SmolLM2 benchmarks; 17 minutes). CI runs both.
 test: setup browser docs
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "not slow" --durations=20

@@ -147,11 +147,12 @@ def test_the_refusal_split_probe_reads_each_methods_records(align_runs, tmp_path
     script = Path(__file__).resolve().parents[1] / "leaderboard" / "probes" / "refusal_split.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True).stdout
     for method, record in align_runs.items():
-        high = [c["diagnostics"]["refusal_conflict"] for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]) if w["helpful"] > 0.5]
-        low = [c["diagnostics"]["refusal_conflict"] for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]) if w["helpful"] <= 0.5]
+        high, low = [], []
+        for c, w in zip(record["rounds"][-1]["eval"]["clients"], record["task"]["weights"]):
+            (high if w["helpful"] > 0.5 else low).append(c["diagnostics"]["refusal_conflict"])
         line = next(line for line in out.splitlines() if line.split()[0] == method)
-        if high and low:
-            assert f"gap {sum(low) / len(low) - sum(high) / len(high):+.1f}" in line, line
+        if high and low:  # one seed: the gap's mean, no interval
+            assert f"gap {sum(low) / len(low) - sum(high) / len(high):+.2f}" in line, line
     assert "pfit - local-only" in out
 
 

@@ -89,7 +89,7 @@ def reward_scatter(records: list[dict[str, Any]], path: Path) -> None:
             ax.xaxis.set_tick_params(labelbottom=True)
         if i % cols == 0:
             ax.set_ylabel(f"{roles[1]} (points)")
-    fig.colorbar(sc, ax=axes.ravel().tolist(), label=f"client's weight on {roles[0]}")
+    fig.colorbar(sc, ax=flat.tolist(), label=f"client's weight on {roles[0]}")
     tasks = sorted({r["task"]["name"] for r in records if r.get("task", {}).get("kind") == "reward"})
     save_figure(fig, f"{', '.join(tasks)}: each client's rewards (every seed)", path, tight=False)
 
