@@ -105,6 +105,11 @@ def test_every_method_runs_the_rl_objective_on_a_reward_card(align_runs):
         assert record["summary"]["rewards"] == {"helpful": diag["helpful"], "harmless": diag["harmless"]}
         weights = record["task"]["weights"]
         assert len(weights) == 4 and record["task"]["rewards"] == {"helpful": "helpful-synth", "harmless": "harmless-synth"}
+    # the record names the reward models' builds: one per role, the same in every run, each model its own
+    prints = {json.dumps(r["measured_on"]["weights"], sort_keys=True) for r in align_runs.values()}
+    assert len(prints) == 1
+    fp = next(iter(align_runs.values()))["measured_on"]["weights"]
+    assert set(fp["rewards"]) == {"helpful", "harmless"} and len({fp["model"], *fp["rewards"].values()}) == 3
 
 
 def test_the_score_is_each_clients_own_mixture_of_its_reward_points(align_runs):

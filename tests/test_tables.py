@@ -137,6 +137,53 @@ def test_settings_that_differ_become_columns_and_rows_pair_by_settings(folder, t
     assert len(rows) == 2 and any("| 0.003 " in l and "| 1 " in l for l in rows)
 
 
+def test_records_say_where_they_were_measured_and_the_table_warns_when_rows_mix_machines(folder, tmp_path):
+    import shutil
+
+    import torch
+
+    from pflbench.models.precision import machine
+
+    records = load_records(folder)
+    on = records[0]["measured_on"]
+    assert on["machine"] == machine(torch.device("cpu")) and on["torch"] == torch.__version__
+    # every run started from the one cached build of the tiny model: one fingerprint
+    assert len({r["measured_on"]["weights"]["model"] for r in records}) == 1
+    text = render(records)
+    assert f"Measured on {on['machine']}, torch {on['torch']}." in text and "more than one machine" not in text
+
+    # one run copied in from another machine, whose tiny model was built there
+    shutil.copytree(folder, tmp_path / "f")
+    path = next((tmp_path / "f").rglob("record.json"))
+    rec = json.loads(path.read_text())
+    rec["measured_on"] = dict(rec["measured_on"], machine="Other CPU (family 6, model 143), amx_bf16",
+                              weights={"model": "0123456789ab"})
+    path.write_text(json.dumps(rec))
+    text = render(load_records(tmp_path / "f"))
+    assert "**The rows' runs come from more than one machine**" in text
+    assert f"{on['machine']}, torch {on['torch']}: {len(records) - 1} runs" in text
+    assert "Other CPU (family 6, model 143), amx_bf16, torch" in text and ": 1 run;" not in text
+    assert "**rows mix builds of tiny (2)**" in text and "compare rows measured on one machine" in text
+
+
+def test_weights_fingerprint_sees_one_changed_bit_and_nothing_else():
+    import copy
+
+    import torch
+
+    from pflbench.models import weights_fingerprint
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    b.load_state_dict(a.state_dict())
+    assert weights_fingerprint(a) == weights_fingerprint(b)
+    with torch.no_grad():
+        b[1].bias[0] = torch.nextafter(b[1].bias[0], torch.tensor(1.0))  # one ulp
+    assert weights_fingerprint(a) != weights_fingerprint(b)
+    assert weights_fingerprint(a) != weights_fingerprint(copy.deepcopy(a).to(torch.bfloat16))  # the dtype counts
+
+
 def test_label_tasks_get_a_majority_label_row(tmp_path, small_spec):
     rec = run(small_spec(method="local-only", task="synth-classify"), tmp_path)
     maj = rec["reference"]["majority_label"]

@@ -33,6 +33,7 @@ from pflbench.federation.resolve import Experiment, method_provenance, resolve, 
 from pflbench.federation.store import ClientStore
 from pflbench.methods.base import Method, RoundInfo, Update
 from pflbench.models import Progress
+from pflbench.models.precision import machine
 from pflbench.results.record import SCHEMA, RunWriter
 
 # tags that keep the generators of different purposes apart
@@ -97,6 +98,18 @@ def _log_path(results_dir: Path | str | None, run_id: str) -> Path:
 
 class Diverged(UserError):
     """A local update produced non-finite numbers: the run stops (a diverged run has no score)."""
+
+
+def measured_on(exp: Experiment) -> dict[str, Any]:
+    """What a record's numbers depend on beyond its spec: the machine (float sums follow its
+    kernels), the libraries doing the arithmetic, and the fingerprints of the weights the run
+    started from (the tiny models and the reward models are built on the machine that first
+    needs them). Not in the run id: a sweep resumed on another machine keeps its finished runs,
+    and the tables say when their rows mix machines or weights."""
+    import transformers
+
+    return {"machine": machine(exp.device), "torch": torch.__version__, "transformers": transformers.__version__,
+            "weights": exp.weights}
 
 
 class Runner:
@@ -457,6 +470,7 @@ class Runner:
             "run_id": exp.spec.run_id,
             "pflbench_version": __version__,
             "spec": exp.spec.to_dict(),
+            "measured_on": measured_on(exp),
             "method": method_identity(exp.spec, exp.method),
             "model": {
                 "name": exp.loaded.name,

@@ -27,7 +27,7 @@ from pflbench.data.task import ClientData, Task
 from pflbench.errors import UserError
 from pflbench.federation.codec import Codec, make_codec
 from pflbench.methods.base import Method, Parts
-from pflbench.models import LoadedModel, Progress, load_model
+from pflbench.models import LoadedModel, Progress, load_model, weights_fingerprint
 from pflbench.models.precision import apply_precision, check_precision
 from pflbench.rewards import load_rewards
 
@@ -88,6 +88,9 @@ class Experiment:
     parts: Parts
     device: torch.device
     scheduler: Scheduler
+    # fingerprints of the weights the run started from (``models.base.weights_fingerprint``):
+    # {"model": ..., "rewards": {role: ... or None for a rule}}; the record's ``measured_on``
+    weights: dict
 
 
 def resolve_components(spec: RunSpec) -> tuple[Method, Task, Channel, Codec, Scheduler]:
@@ -111,10 +114,13 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
     dev = device_of(spec.device)  # before the model loads: a typo costs nothing
     check_precision(spec.precision, dev)
     loaded = load_model(spec.model, progress, spec.init)
+    weights: dict = {"model": weights_fingerprint(loaded.model)}
     clients = task.clients(loaded.tokenizer, spec.clients, spec.seed)
     check_positions(task, loaded, clients)
     if task.kind == "reward":
-        load_rewards(task, progress, dev)
+        mixture = load_rewards(task, progress, dev)
+        weights["rewards"] = {role: weights_fingerprint(r.model) if getattr(r, "model", None) is not None else None
+                              for role, r in mixture.rewards.items()}
     torch.manual_seed(int(np.random.SeedSequence([spec.seed, INIT_TAG]).generate_state(1)[0]))
     parts = method.prepare(loaded.model)
     _check_parts(parts, loaded.model, spec.method)
@@ -123,7 +129,7 @@ def resolve(spec: RunSpec, progress: Progress | None = None,
     for name, p in loaded.model.named_parameters():
         p.requires_grad_(name in trainable)
     apply_precision(loaded.model, spec.precision, dev)
-    return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev, scheduler)
+    return Experiment(spec, method, task, channel, codec, loaded, clients, parts, dev, scheduler, weights)
 
 
 def device_of(device: str) -> torch.device:

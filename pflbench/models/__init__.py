@@ -8,10 +8,10 @@ from pathlib import Path
 
 from pflbench import registry
 from pflbench.errors import UserError
-from pflbench.models.base import CONFIGS, LoadedModel, ModelSource, Progress, build_into, cache_dir, describe_size, read_config
+from pflbench.models.base import CONFIGS, LoadedModel, ModelSource, Progress, build_into, cache_dir, describe_size, read_config, weights_fingerprint
 
 __all__ = ["LoadedModel", "ModelSource", "Progress", "architecture", "build_into", "cache_dir", "describe_size",
-           "load_model", "random_model"]
+           "load_model", "random_model", "weights_fingerprint"]
 
 
 def load_model(name: str, progress: Progress | None = None, init: str = "pretrained") -> LoadedModel:

@@ -28,17 +28,42 @@ from pflbench.errors import UserError
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
-def cpu_flags() -> set[str]:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    flags: set[str] = set()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    info = _cpuinfo()
+    return set((info.get("flags") or info.get("Features") or "").split())
+
+
+def machine(device: torch.device) -> str:
+    """Where a run computes, in one line: the GPU's name, or the CPU's model name with its
+    family and model numbers (a VM's "AMD EPYC" alone does not tell Zen 3 from Zen 5) and its
+    bf16 instructions. Records keep it (``measured_on``): float sums follow the device's kernels
+    (and the number of threads, which is left out: a sweep's jobs and a Ray or Flower client's
+    workers each set their own)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:
+        name += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+    bf16 = sorted(set(CPU_BF16_FLAGS) & cpu_flags())
+    return f"{name}, {'+'.join(bf16) if bf16 else 'no bf16 instructions'}"
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -12,7 +12,7 @@ excludes 0 is marked resolved (``*``).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -162,7 +162,36 @@ def _headline(task: str, rows: list[Row], shared: dict[str, Any]) -> str:
     seeds = sorted({s for r in rows for s in r.seeds})
     direction = "points, higher is better" if registry.metrics.get(metric).higher_is_better else "lower is better"
     return (f"### {task} (score: {metric}, {direction})\n\n"
-            f"Shared by every row: {', '.join(parts)}; seeds {_seed_list(seeds)}.")
+            f"Shared by every row: {', '.join(parts)}; seeds {_seed_list(seeds)}.{_measured_on(rows)}")
+
+
+def _measured_on(rows: list[Row]) -> str:
+    """Where the rows' runs were measured (the records' ``measured_on``), said once when they
+    share a machine, and as a warning when they mix machines or builds of a model or reward
+    model: their scores then differ by the machines' float sums, not only by method and seed."""
+    records = [r for row in rows for r in row.records]
+    known = [r["measured_on"] for r in records if isinstance(r.get("measured_on"), dict)]
+    if not known:
+        return ""
+    machines = Counter(f"{m.get('machine')}, torch {m.get('torch')}" for m in known)
+    builds: dict[str, set] = defaultdict(set)
+    for r, m in ((r, r["measured_on"]) for r in records if isinstance(r.get("measured_on"), dict)):
+        weights = m.get("weights") or {}
+        builds[r["spec"].get("model", "?")].add(weights.get("model"))
+        for role, fp in (weights.get("rewards") or {}).items():
+            builds[f"the {role} reward model"].add(fp)
+    mixed = {name: fps for name, fps in builds.items() if len(fps) > 1}
+    if len(machines) == 1 and not mixed and len(known) == len(records):
+        return f" Measured on {next(iter(machines))}."
+    parts = [f"{name}: {k} run{'s' if k > 1 else ''}" for name, k in machines.most_common()]
+    if len(known) < len(records):
+        parts.append(f"machine not recorded: {len(records) - len(known)} run{'s' if len(records) - len(known) > 1 else ''}")
+    text = (f" **The rows' runs come from more than one machine** ({'; '.join(parts)})" if len(parts) > 1
+            else f" Measured on {next(iter(machines))}")
+    if mixed:
+        text += "; **rows mix builds of " + ", ".join(f"{name} ({len(fps)})" for name, fps in sorted(mixed.items())) + "**"
+    return text + (": float sums follow each machine's kernels, and the models built on it (tiny, tiny-chat, the reward "
+                   "models) with them, so compare rows measured on one machine." if len(parts) > 1 or mixed else ".")
 
 
 LEGEND = (
