@@ -139,14 +139,21 @@ def test_auto_trains_every_sampled_client_in_one_pass_as_far_as_the_memory_estim
     exp = resolve(small_spec(method="fedavg-lora", task="synth-world", clients=8, clients_per_round=6))
     assert clients_per_pass(exp, "auto") == 6 and clients_per_pass(exp, 4) == 4 and clients_per_pass(exp, 1) == 1
     config = exp.loaded.model.config
-    longest = max(len(e.ids) for c in exp.clients for e in c.train)
-    per_client = exp.spec.batch_size * longest * config.hidden_size * config.num_hidden_layers * batched.BYTES_PER_UNIT
+    examples = [e for c in exp.clients for e in c.train]
+    longest = max(len(e.ids) for e in examples)
+    learnt = max(len(e.ids) - max(e.prompt_len, 1) for e in examples)
+    per_client = exp.spec.batch_size * (longest * config.hidden_size * config.num_hidden_layers * batched.BYTES_PER_UNIT
+                                        + learnt * config.vocab_size * batched.BYTES_PER_LOGIT)
     monkeypatch.setitem(batched.AUTO_BUDGET, "cpu", 2 * per_client + 1)
     assert clients_per_pass(exp, "auto") == 2
     monkeypatch.setitem(batched.AUTO_BUDGET, "cpu", per_client // 2)
     assert clients_per_pass(exp, "auto") == 1
     ditto = resolve(small_spec(method="ditto", task="synth-world", clients=8, clients_per_round=6))
     assert clients_per_pass(ditto, "auto") == 1
+    # the output layer counts: a model whose vocabulary is 200x larger fits fewer clients in a pass
+    monkeypatch.setitem(batched.AUTO_BUDGET, "cpu", 2 * per_client + 1)
+    monkeypatch.setattr(config, "vocab_size", config.vocab_size * 200)
+    assert clients_per_pass(exp, "auto") == 1
 
 
 def test_the_record_says_how_many_clients_trained_in_one_pass(small_spec):

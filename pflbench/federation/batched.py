@@ -77,10 +77,13 @@ def batchable(exp) -> bool:
 
 # ``--parallel-clients auto``: the activations one pass may hold, estimated at
 # BYTES_PER_UNIT bytes per token x hidden size x layers (measured on the tiny model: docs/performance.md,
-# "Batched clients"), at the longest training example; a function of the spec, not of the
+# "Batched clients") at the longest training example, plus the output layer's BYTES_PER_LOGIT per
+# vocabulary entry at each learnt position (fp32 logits, their log-softmax and its gradient: Gemma 3's
+# 262k-token vocabulary makes that half of a client's activations); a function of the spec, not of the
 # memory free at the time, so the same spec trains in the same groups on every machine
 AUTO_BUDGET = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
 BYTES_PER_UNIT = 100
+BYTES_PER_LOGIT = 12
 
 
 def clients_per_pass(exp, parallel: int | str = "auto") -> int:
@@ -91,13 +94,16 @@ def clients_per_pass(exp, parallel: int | str = "auto") -> int:
     if parallel != "auto":
         return int(parallel)
     config, spec = exp.loaded.model.config, exp.spec
-    longest = max((len(e.ids) for c in exp.clients for e in c.train), default=1)
+    examples = [e for c in exp.clients for e in c.train]
+    longest = max((len(e.ids) for e in examples), default=1)
+    learnt = max((len(e.ids) - max(e.prompt_len, 1) for e in examples), default=1)  # positions whose next token is learnt
     rows = spec.batch_size
     if exp.task.kind == "reward":  # each prompt's group of sampled responses
 
         cfg = rl_config(exp.task)
-        rows, longest = rows * cfg.group_size, longest + cfg.max_new_tokens
-    per_client = rows * longest * config.hidden_size * config.num_hidden_layers * BYTES_PER_UNIT
+        rows, longest, learnt = rows * cfg.group_size, longest + cfg.max_new_tokens, cfg.max_new_tokens
+    per_client = rows * (longest * config.hidden_size * config.num_hidden_layers * BYTES_PER_UNIT
+                         + learnt * config.vocab_size * BYTES_PER_LOGIT)
     budget = AUTO_BUDGET["cuda" if torch.device(exp.device).type == "cuda" else "cpu"]
     return max(1, min(spec.clients_per_round, budget // per_client))
 
