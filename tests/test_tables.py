@@ -253,3 +253,28 @@ def test_across_models_sets_each_comparison_side_by_side_and_marks_a_flip(folder
     assert line.rstrip(" |").endswith("FLIPS")
     code, out, _ = cli("table", str(folder), "--across-models")
     assert code == 0 and "fedavg-lora - local-only" in out and "| tiny " in out.splitlines()[2]
+
+
+def test_across_one_setting_keeps_the_others_apart(folder):
+    """Two models, each in fp32 and bf16: --across-precisions gives one table per model, each
+    pairing that model's rows only (it once took the first model's rows for every column)."""
+    import copy
+
+    from pflbench.results.table import across_models
+
+    records = []
+    for model, gap in (("model-a", 10.0), ("model-b", -20.0)):
+        for precision in ("fp32", "bf16"):
+            for rec in load_records(folder):
+                rec = copy.deepcopy(rec)
+                rec["spec"].update(model=model, precision=precision)
+                local = rec["spec"]["method"] == "local-only"
+                rec["summary"]["score"] = 50.0 + (gap + rec["spec"]["seed"] if local else 0.0)
+                records.append(rec)
+    text = across_models(records, by="precision")
+    tables = text.split("### ")[1:]
+    assert [t.splitlines()[0] for t in tables] == [f"shakespeare-roles, model {m}: each comparison on each precision"
+                                                  for m in ("model-a", "model-b")]
+    a, b = (next(l for l in t.splitlines() if l.startswith("| fedavg-lora - local-only")) for t in tables)
+    assert a.count("-11.00 ± 2.48 (0/3 up) * [below]") == 2 and "FLIPS" not in a
+    assert b.count("+19.00 ± 2.48 (3/3 up) * [above]") == 2

@@ -427,40 +427,54 @@ def across_models(records: list[dict[str, Any]], fmt: str = "github",
     references, then every other method against them. ``by``: another setting to set side by
     side instead of the model (``precision``)."""
     out = []
-    for task, rows in group(records).items():
-        models = sorted({str(r.settings[by]) for r in rows})
-        methods = sorted({r.method for r in rows})
-        pairs = list(comparisons or [c for c in PAPER_COMPARISONS if c[0] in methods])
-        if comparisons is None:
-            for m in methods:
-                for ref in REFERENCE_METHODS:
-                    if m not in ("pftt", "pfit") and m != ref and ref in methods and (ref, m) not in pairs:
-                        pairs.append((m, ref))
-        body = []
-        for method, ref in pairs:
-            cells, verdicts = [], []
-            for model in models:
-                row = next((r for r in rows if r.method == method and str(r.settings[by]) == model), None)
-                p = compare(row, rows, ref) if row is not None else None
-                cells.append(f"{fmt_paired(p)} [{_verdict(p)}]" if p is not None and p.diff.n else "")
-                if p is not None and p.diff.n >= 2:
-                    verdicts.append(_verdict(p))
-            if len(verdicts) < 2:
-                agree = "-"
-            elif len(set(verdicts)) == 1:
-                agree = "same" if verdicts[0] != "unresolved" else "unresolved on all"
-            elif {"above", "below"} <= set(verdicts):
-                agree = "FLIPS"
-            else:
-                agree = "differs"
-            body.append([f"{method} - {ref}", *cells, agree])
-        table = tabulate(body, headers=["comparison", *models, f"across {by}s"], tablefmt=fmt, disable_numparse=True)
-        out.append(f"### {task}: each comparison on each {by}\n\n{table}")
+    for task, all_rows in group(records).items():
+        # the other settings that vary (but a method's own learning rate and options): one table
+        # for each of their combinations, so that a column never pairs rows of two settings
+        others = [k for k in SETTINGS if k not in (by, "lr", "method_options")
+                  and len({_key({"v": r.settings[k]}) for r in all_rows}) > 1]
+        contexts: dict[str, list[Row]] = {}
+        for r in all_rows:
+            contexts.setdefault(_key({k: r.settings[k] for k in others}), []).append(r)
+        for context, rows in sorted(contexts.items()):
+            title = task + "".join(f", {k.replace('_', ' ')} {_setting_text(k, v)}" for k, v in json.loads(context).items())
+            out.append(_across_table(title, rows, fmt, comparisons, by))
     return "\n\n".join(out) + ("\n\nCells: the paired difference in score points, mean ± half-width of the 95% t "
                                "interval over the seeds both methods ran on that column's setting, (k/n up), * resolved; "
                                "[above/below]: resolved, [unresolved]: the interval holds 0. across: "
                                "same (one resolved verdict on every model), FLIPS (resolved in opposite "
                                "directions), differs (resolved on one, not on another).")
+
+
+def _across_table(title: str, rows: list[Row], fmt: str, comparisons: tuple[tuple[str, str], ...] | None, by: str) -> str:
+    """One task-and-setting's table of ``across_models``."""
+    models = sorted({str(r.settings[by]) for r in rows})
+    methods = sorted({r.method for r in rows})
+    pairs = list(comparisons or [c for c in PAPER_COMPARISONS if c[0] in methods])
+    if comparisons is None:
+        for m in methods:
+            for ref in REFERENCE_METHODS:
+                if m not in ("pftt", "pfit") and m != ref and ref in methods and (ref, m) not in pairs:
+                    pairs.append((m, ref))
+    body = []
+    for method, ref in pairs:
+        cells, verdicts = [], []
+        for model in models:
+            row = next((r for r in rows if r.method == method and str(r.settings[by]) == model), None)
+            p = compare(row, rows, ref) if row is not None else None
+            cells.append(f"{fmt_paired(p)} [{_verdict(p)}]" if p is not None and p.diff.n else "")
+            if p is not None and p.diff.n >= 2:
+                verdicts.append(_verdict(p))
+        if len(verdicts) < 2:
+            agree = "-"
+        elif len(set(verdicts)) == 1:
+            agree = "same" if verdicts[0] != "unresolved" else "unresolved on all"
+        elif {"above", "below"} <= set(verdicts):
+            agree = "FLIPS"
+        else:
+            agree = "differs"
+        body.append([f"{method} - {ref}", *cells, agree])
+    table = tabulate(body, headers=["comparison", *models, f"across {by}s"], tablefmt=fmt, disable_numparse=True)
+    return f"### {title}: each comparison on each {by}\n\n{table}"
 
 
 # ---- methods paired at equal privacy ----------------------------------------------------
