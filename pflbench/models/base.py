@@ -111,15 +111,20 @@ def weights_fingerprint(module: Any) -> str:
     dtype, shape and bytes, in name order), read in place, without a copy. Two runs with the
     same fingerprint started from the same weights to the bit: the tiny models and the reward
     models are trained on the machine that first needs them, and float sums follow its CPU's
-    kernels, so a build on another machine differs (0.3 s for SmolLM2's 538 MB here)."""
+    kernels, so a build on another machine differs. Tied weights (an embedding that is also the
+    output layer) are read once: 0.5 s for SmolLM2-135M, 0.8 s for Gemma 3 270M on a 2-core CPU."""
     import hashlib
 
     import torch
 
-    digest = hashlib.sha256()
+    digest, seen = hashlib.sha256(), {}
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if key in seen and tensor.numel():  # a tied weight (Gemma's embedding and output layer): named, read once
+            digest.update(f"={seen[key]};".encode())
+            continue
+        seen[key] = name
         digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:12]
-
