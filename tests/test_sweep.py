@@ -163,8 +163,11 @@ def test_a_killed_or_interrupted_sweep_takes_its_workers_with_it(tmp_path):
     suite = _suite(tmp_path, SUITE.replace("rounds: 2", "rounds: 6"))
     for how in (signal.SIGKILL, signal.SIGINT):
         out = tmp_path / how.name
+        # Ctrl-C as a terminal gives it, even where this test runs in the background of a shell,
+        # which starts its children with SIGINT ignored (Python then never raises KeyboardInterrupt)
         proc = subprocess.Popen([sys.executable, "-m", "pflbench.cli", "sweep", str(suite), "--results-dir", str(out), "--jobs", "2"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         end = time.time() + 300
         while not list(out.glob("*.partial/rounds.jsonl")):  # a worker is inside a run
             assert proc.poll() is None, proc.communicate()
