@@ -38,9 +38,9 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
-# make test: the import layers, the docs, every test not marked slow (14 minutes of pytest on
+# make test: the import layers, the docs, every test not marked slow (9-14 minutes of pytest on
 # 2 cores), the uplink budget. make test-slow: the rest (the PFIT behaviour test over three seeds,
-# Flower deployed, Ray clusters, the SmolLM2 benchmarks; 17 minutes). CI runs both.
+# Flower deployed, Ray clusters, the SmolLM2 benchmarks; 11-17 minutes). CI runs both.
 test: setup browser docs
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "not slow" --durations=20
