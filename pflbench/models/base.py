@@ -119,12 +119,11 @@ def weights_fingerprint(module: Any) -> str:
 
     digest, seen = hashlib.sha256(), {}
     for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
         if key in seen and tensor.numel():  # a tied weight (Gemma's embedding and output layer): named, read once
             digest.update(f"={seen[key]};".encode())
             continue
         seen[key] = name
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:12]

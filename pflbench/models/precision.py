@@ -45,9 +45,12 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
+def _flags(info: dict[str, str]) -> set[str]:
+    return set((info.get("flags") or info.get("Features") or "").split())  # x86 flags, Arm Features
+
+
 def cpu_flags() -> set[str]:
-    info = _cpuinfo()
-    return set((info.get("flags") or info.get("Features") or "").split())
+    return _flags(_cpuinfo())
 
 
 def machine(device: torch.device) -> str:
@@ -62,7 +65,7 @@ def machine(device: torch.device) -> str:
     name = info.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in info:
         name += f" (family {info['cpu family']}, model {info.get('model', '?')})"
-    bf16 = sorted(set(CPU_BF16_FLAGS) & cpu_flags())
+    bf16 = sorted(set(CPU_BF16_FLAGS) & _flags(info))  # /proc/cpuinfo read once
     return f"{name}, {'+'.join(bf16) if bf16 else 'no bf16 instructions'}"
 
 

@@ -87,6 +87,11 @@ def _loose(row: "Row", *free: str) -> str:
     return _key({k: v for k, v in row.settings.items() if k not in free})
 
 
+def _varying_settings(rows: list["Row"], *skip: str) -> list[str]:
+    """The settings (``SETTINGS`` order, but ``skip``) whose values differ between the rows."""
+    return [k for k in SETTINGS if k not in skip and len({_key({"v": r.settings[k]}) for r in rows}) > 1]
+
+
 def group(records: list[dict[str, Any]]) -> dict[str, list[Row]]:
     """task -> its rows (one per method and setting), in a fixed order however the records
     were found. A spec run twice (same run id) counts once."""
@@ -170,12 +175,12 @@ def _measured_on(rows: list[Row]) -> str:
     share a machine, and as a warning when they mix machines or builds of a model or reward
     model: their scores then differ by the machines' float sums, not only by method and seed."""
     records = [r for row in rows for r in row.records]
-    known = [r["measured_on"] for r in records if isinstance(r.get("measured_on"), dict)]
+    known = [(r, r["measured_on"]) for r in records if isinstance(r.get("measured_on"), dict)]
     if not known:
         return ""
-    machines = Counter(f"{m.get('machine')}, torch {m.get('torch')}" for m in known)
+    machines = Counter(f"{m.get('machine')}, torch {m.get('torch')}" for _, m in known)
     builds: dict[str, set] = defaultdict(set)
-    for r, m in ((r, r["measured_on"]) for r in records if isinstance(r.get("measured_on"), dict)):
+    for r, m in known:
         weights = m.get("weights") or {}
         builds[r["spec"].get("model", "?")].add(weights.get("model"))
         for role, fp in (weights.get("rewards") or {}).items():
@@ -216,8 +221,7 @@ MIA_LEGEND = (
 
 
 def task_table(task: str, rows: list[Row], fmt: str = "github") -> str:
-    settings_seen = {k: {_key({"v": r.settings[k]}) for r in rows} for k in SETTINGS}
-    varying = [k for k in SETTINGS if len(settings_seen[k]) > 1]
+    varying = _varying_settings(rows)
     shared = {k: rows[0].settings[k] for k in SETTINGS if k not in varying}
     diagnostics = sorted({k for r in rows for rec in r.records for k in (rec["summary"].get("diagnostics") or {})})
     has_unseen = any(rec["summary"].get("unseen_client_score") is not None for r in rows for rec in r.records)
@@ -430,8 +434,7 @@ def across_models(records: list[dict[str, Any]], fmt: str = "github",
     for task, all_rows in group(records).items():
         # the other settings that vary (but a method's own learning rate and options): one table
         # for each of their combinations, so that a column never pairs rows of two settings
-        others = [k for k in SETTINGS if k not in (by, "lr", "method_options")
-                  and len({_key({"v": r.settings[k]}) for r in all_rows}) > 1]
+        others = _varying_settings(all_rows, by, "lr", "method_options")
         contexts: dict[str, list[Row]] = {}
         for r in all_rows:
             contexts.setdefault(_key({k: r.settings[k] for k in others}), []).append(r)
@@ -503,8 +506,7 @@ def epsilon_table(records: list[dict[str, Any]], fmt: str = "github") -> str | N
         if not any(isinstance(v, tuple) for v in levels.values()):
             continue
         own = ("dp", "lr", "method_options")  # settings a method may change to reach a level
-        varying = [k for k in SETTINGS if k not in own
-                   and len({_key({"v": r.settings[k]}) for r in rows}) > 1]
+        varying = _varying_settings(rows, *own)
         body = []
         for r in sorted(rows, key=lambda r: (str(levels[id(r)]), r.method, _setting_text("dp", r.settings["dp"]))):
             level = levels[id(r)]
