@@ -173,12 +173,13 @@ def test_a_bad_parallel_clients_is_one_line(cli, tmp_path, value):
     assert len(err.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("method,task", [("pftt", "synth-world"),  # generation: knowledge and style
-                                         ("fedsa-lora", "shakespeare-roles")])  # next-token accuracy
-def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, method, task):
+@pytest.mark.parametrize("method,task,membership", [("pftt", "synth-world", False),  # generation: knowledge and style
+                                                    ("fedsa-lora", "shakespeare-roles", False),  # next-token accuracy
+                                                    ("pftt", "synth-world", True)])  # and the attack's AUCs
+def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, method, task, membership):
     from pflbench.federation.client import evaluate_client
 
-    exp = resolve(small_spec(method=method, task=task, clients=4))
+    exp = resolve(small_spec(method=method, task=task, clients=4, membership=membership))
     assert batchable(exp) and batched.evaluates_batched(exp)
     store = Runner(exp, None, None).store
     gen = torch.Generator().manual_seed(0)
@@ -189,6 +190,9 @@ def test_clients_scored_together_get_the_scores_they_get_one_by_one(small_spec, 
     alone = [evaluate_client(exp, c, shared, p, {}, store.initial, c.id == 0) for c, p in zip(exp.clients, private)]
     assert together == alone
     assert len({round(s["personal"], 6) for s in alone}) > 1  # the clients do differ
+    if membership:  # scored on each client's own deployed model, not one model for all
+        assert len({s["membership"]["personal"] for s in together}) > 1
+        assert all(s["membership"]["shared"] is not None for s in together)
 
 
 def test_how_many_clients_train_together_is_part_of_the_run_id(small_spec):

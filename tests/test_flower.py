@@ -24,7 +24,7 @@ LOSSY_PFTT = dict(method="pftt", task="synth-world", channel="lte-cell-edge", co
 
 def _export(cli, app, **flags) -> str:
     """`pflbench export flower --out APP` with these run flags; its stdout (the files written)."""
-    args = [x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    args = [x for k, v in flags.items() for x in ((f"--{k.replace('_', '-')}",) if v is True else (f"--{k.replace('_', '-')}", str(v)))]
     code, out, err = cli("export", "flower", "--out", str(app), *args)
     assert code == 0, err
     return out
@@ -47,12 +47,18 @@ def _local_run(app, backend=None, threads=None):
         torch.set_num_threads(before)
 
 
+# the same under secure aggregation (fp32, which it needs): each node masks its own upload, the
+# server unmasks the survivors' sum, a lost upload is a dropped client
+LOSSY_SECAGG = dict(LOSSY_PFTT, codec="fp32", secagg=True)
+
+
 @pytest.mark.slow
-def test_exported_flower_app_matches_the_local_backend(cli, tmp_path, without_timing):
+@pytest.mark.parametrize("flags", [LOSSY_PFTT, LOSSY_SECAGG], ids=["topk", "secagg"])
+def test_exported_flower_app_matches_the_local_backend(cli, tmp_path, without_timing, flags):
     pytest.importorskip("flwr", reason="pflbench[flower] is installed by make setup")
     from safetensors.torch import load_file
 
-    out = _export(cli, tmp_path / "app", **LOSSY_PFTT, clients=4, clients_per_round=3)
+    out = _export(cli, tmp_path / "app", **flags, clients=4, clients_per_round=3)
     written = {os.path.relpath(p, tmp_path / "app") for p in out.split()}
     assert {"pyproject.toml", "pflbench_app/server_app.py", "pflbench_app/client_app.py", "pflbench_app/spec.json"} <= written
 
@@ -66,6 +72,8 @@ def test_exported_flower_app_matches_the_local_backend(cli, tmp_path, without_ti
     runner, local = _local_run(tmp_path / "app", threads=1)
     assert [r["uplink_bytes"] for r in flower["rounds"]] == [r["uplink_bytes"] for r in local["rounds"]]
     assert any(r["lost"] or r["late"] for r in local["rounds"])  # the lossy case happened
+    if flags.get("secagg"):  # masked on the nodes, unmasked on the server, a lost upload dropped
+        assert any(r["secagg"]["dropped"] for r in flower["rounds"])
     assert set(tensors) == set(runner.global_shared)
     assert all(torch.equal(tensors[n], runner.global_shared[n]) for n in tensors)
     assert without_timing(flower) == without_timing(local)  # and so are the scores, evaluated on the nodes

@@ -319,7 +319,7 @@ def test_masked_uploads_sum_to_the_weighted_mean_of_the_survivors(dropped):
     clients, weights = [0, 2, 3, 5, 7], {0: 10.0, 2: 25.0, 3: 5.0, 5: 40.0, 7: 20.0}
     ups = _uploads(clients)
     sa = SecAgg(clients, weights, SA_NAMES, SA_SHAPES, seed=3, round_idx=2)
-    masked = {c: sa.mask(c, ups[c]) for c in clients}
+    masked = {c: sa.setup(c).mask(ups[c], 3, SA_NAMES, SA_SHAPES) for c in clients}
     result = sa.unmask({c: m for c, m in masked.items() if c not in dropped}, set())
     survivors = [c for c in clients if c not in dropped]
     total = sum(weights[c] for c in survivors)
@@ -334,7 +334,7 @@ def test_too_few_survivors_lose_the_round_and_nothing_is_revealed():
 
     clients = [0, 1, 2, 3]
     sa = SecAgg(clients, {c: 1.0 for c in clients}, SA_NAMES, SA_SHAPES, seed=0, round_idx=1)
-    masked = {c: sa.mask(c, u) for c, u in _uploads(clients).items()}
+    masked = {c: sa.setup(c).mask(u, 0, SA_NAMES, SA_SHAPES) for c, u in _uploads(clients).items()}
     result = sa.unmask({c: masked[c] for c in (0, 1)}, set())  # 2 of 4, threshold 3
     assert sa.t == 3 and result.delta is None and result.dropped == [2, 3]
 
@@ -356,7 +356,7 @@ def test_a_masked_upload_is_uniform_and_uncorrelated_with_its_delta():
     seen = {}
     for label, value in (("zeros", torch.zeros(20_000)), ("signal", signal)):
         sa = SecAgg(clients, {c: 1.0 for c in clients}, names, shapes, seed=9, round_idx=4)
-        words = np.frombuffer(sa.mask(1, {"w": value}), dtype="<u4", offset=MASKED_HEADER).astype(np.float64)
+        words = np.frombuffer(sa.setup(1).mask({"w": value}, 9, names, shapes), dtype="<u4", offset=MASKED_HEADER).astype(np.float64)
         assert stats.kstest(words / 2**32, "uniform").pvalue > 0.01, label
         seen[label] = words
     assert abs(np.corrcoef(seen["signal"], signal.numpy())[0, 1]) < 0.05
@@ -387,6 +387,47 @@ def test_secure_aggregation_in_a_run_gives_the_plain_aggregate_and_counts_the_pr
         assert protocol_bytes(k) == 2 * KEY_BYTES + (k - 1) * CIPHERTEXT_BYTES + k * (ID_BYTES + 68)
         assert b["downlink_bytes"] - a["downlink_bytes"] == k * k * (ID_BYTES + 2 * KEY_BYTES) + k * (k - 1) * CIPHERTEXT_BYTES
     assert "secagg" not in RunSpec().to_dict()
+
+
+def test_each_client_masks_its_own_upload_and_the_server_never_decodes_one(dp_spec, monkeypatch):
+    """Under --secagg what comes back from a client's job (what a Flower node puts on the wire)
+    is already its masked vector: a header naming the round and the client, 4 bytes a value,
+    and not the fp32 codec's bytes of the same upload; the server's codec decodes no upload;
+    the job's Setup (the bytes a Flower train message carries) holds public keys only; and a
+    client in the round whose upload never comes back is a dropped client, its masks removed."""
+    import struct
+
+    from pflbench.federation.backends import LocalBackend
+    from pflbench.federation.client import ClientOutcome
+    from pflbench.federation.secagg import MASKED_HEADER, Setup, _secrets
+
+    spec = replace(dp_spec, clients=3, clients_per_round=3, rounds=1, secagg=True)
+    exp = resolve(spec)
+    seen: dict = {}
+
+    class Spy(LocalBackend):  # client 2's device dies: nothing of it comes back
+        def train(self, jobs):
+            for job, out in zip(jobs, super().train(jobs)):
+                seen[job.client] = (job, out)
+                yield ClientOutcome.lost(2, "its device died") if job.client == 2 else out
+
+    runner = Runner(exp, None, None, Spy(exp))
+    monkeypatch.setattr(type(exp.codec), "decode", lambda *a, **k: pytest.fail("the server decoded an upload"))
+    rec = runner.run(0.0)["rounds"][0]
+    assert rec["secagg"]["dropped"] == [2] and rec["secagg"]["survivors"] == [0, 1] and not rec["secagg"]["aborted"]
+    for c, (job, out) in seen.items():
+        assert struct.unpack("<II", out.payload[:MASKED_HEADER]) == (1, c)
+        assert len(out.payload) == MASKED_HEADER + 4 * runner.schema.numel
+        wire = job.secagg.to_bytes()
+        assert Setup.from_bytes(wire) == job.secagg
+        c_key, s_key, b_seed = _secrets(spec.seed, 1, c)
+        assert s_key.private_bytes_raw().hex() not in wire.decode() and b_seed.hex() not in wire.decode()
+    monkeypatch.undo()
+    plain_exp = resolve(replace(spec, secagg=False))  # the same fault without secure aggregation
+    plain = Runner(plain_exp, None, None, Spy(plain_exp))
+    plain.run(0.0)
+    for n, t in plain.global_shared.items():  # the survivors' mean, client 2's masks removed
+        torch.testing.assert_close(runner.global_shared[n], t, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -7,7 +7,9 @@ exactly as in a local run. Each sampled client gets a ``train`` message (the rou
 shared tensors, the method's server state and the job's scalars) and runs
 ``federation.client.train_client`` on its own copy of the experiment: the same local update,
 the same codec, and the payload goes back as the codec's bytes, unchanged (a ConfigRecord
-bytes value), so the bytes counted are those a device sends. A client's private tensors, its
+bytes value), so the bytes counted are those a device sends; under ``--secagg`` the job carries
+the round's public keys (``secagg.Setup``) and the payload is the node's masked vector, so the
+server never holds one upload. A client's private tensors, its
 state and its codec memory never leave it: they live in the node's ``context.state``. To
 score, the server sends every client an ``evaluate`` message and each scores itself.
 
@@ -128,6 +130,17 @@ def _client_id(context, clients: int) -> int:
     return c
 
 
+def _setup(job_cfg):
+    """--secagg: the server's broadcast of the round's keys, which this node masks its upload with
+    (``secagg.Setup``); None when the run has no secure aggregation."""
+    raw = job_cfg.get("secagg", b"")
+    if not raw:
+        return None
+    from pflbench.federation.secagg import Setup
+
+    return Setup.from_bytes(bytes(raw))
+
+
 def client_app(spec_path: Path):
     """The ClientApp of the run in ``spec_path``."""
     fapp = _flwr()
@@ -152,7 +165,8 @@ def client_app(spec_path: Path):
             global_shared=_tensors(msg.content.array_records.get("global")),
             private=kept["private"] or initial, state=kept["state"],
             server=_tensors(msg.content.array_records.get("server")), codec_memory=kept["codec"],
-            participation=int(job_cfg["participation"]), delivered=None if delivered == "" else delivered == "yes")
+            participation=int(job_cfg["participation"]), delivered=None if delivered == "" else delivered == "yes",
+            secagg=_setup(job_cfg))
         out = train_client(exp, schema, job)
         _keep(context, c, {"private": out.private, "state": out.state, "codec": out.codec_memory})
         reply = fapp.ConfigRecord({"payload": out.payload, "num_samples": out.num_samples, "train_loss": float(out.train_loss),
@@ -259,7 +273,8 @@ class FlowerBackend:
         self._map()
         messages = {j.client: self._message(j.client, "train", {
             "round": j.round, "lr": float(j.lr), "participation": j.participation,
-            "delivered": "" if j.delivered is None else ("yes" if j.delivered else "no")}, j.global_shared, j.server)
+            "delivered": "" if j.delivered is None else ("yes" if j.delivered else "no"),
+            "secagg": j.secagg.to_bytes() if j.secagg else b""}, j.global_shared, j.server)
             for j in jobs if j.client in self.node_of}
         replies = self._send(messages, "downlink_bytes", "uplink_bytes")
         for j in jobs:

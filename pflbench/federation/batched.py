@@ -35,8 +35,9 @@ from typing import Any, Iterator
 import torch
 
 from pflbench.data.task import lm_batch
+from pflbench.evaluation.membership import membership_auc
 from pflbench.evaluation.metrics import METRICS, evaluate_clients
-from pflbench.federation.client import ClientJob, ClientOutcome, client_generator, load_into, divergence, privatized
+from pflbench.federation.client import ClientJob, ClientOutcome, client_generator, divergence, load_into, outgoing
 from pflbench.methods.base import Method, rl_config
 from pflbench.models.adapters import BottleneckAdapter
 from pflbench.models.precision import as_fp32
@@ -338,9 +339,9 @@ def train_batched(exp, schema, jobs: list[ClientJob]) -> Iterator[ClientOutcome]
         trained = {n: stacked[n][i].detach() for n in names}
         loss = float(losses[i]) / spec.local_steps
         diverged = divergence(loss, trained)
-        upload = privatized(exp, {n: trained[n] - job.global_shared[n] for n in exp.parts.shared}, job.round, job.client)
         memory = dict(job.codec_memory)
-        payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""
+        upload = {n: trained[n] - job.global_shared[n] for n in exp.parts.shared}
+        payload = outgoing(exp, schema, job, upload, memory) if diverged is None else b""
         yield ClientOutcome(client=job.client, payload=payload,
                             private={n: trained[n].clone() for n in exp.parts.private}, state=dict(job.state),
                             codec_memory=memory, num_samples=task.num_train(clients[i]), train_loss=loss,
@@ -353,12 +354,15 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
     """``client.evaluate_client``'s scores of ``clients`` (``private``: each one's private
     tensors), ``k`` at a time: their private tensors stacked, every test example scored
     through its own client's tensors in one batched pass (``Task.evaluate_many`` with a
-    route); the shared part alone, the same model for all, scored together. Only where the
+    route); the shared part alone, the same model for all, scored together. With
+    ``--membership``, the attack on each client's deployed model and on the shared part alone,
+    client by client as ``evaluate_client`` runs it (its scores are the same). Only where the
     method's ``deployed`` hook is the default (it does not read the client's state)."""
 
-    method, model, task = exp.method, exp.loaded.model, exp.task
+    method, model, task, seed = exp.method, exp.loaded.model, exp.task, exp.spec.seed
     params = dict(model.named_parameters())
     out: list[dict[str, Any]] = []
+    leaked: list[dict[str, Any]] = [{} for _ in clients]
     with torch.no_grad():
         load_into(params, global_shared)
         personal: list[dict] = []
@@ -366,12 +370,20 @@ def evaluate_batched(exp, clients: list, global_shared: dict[str, torch.Tensor],
             stacked = {n: torch.stack([p[n].to(exp.device) for p in private[at : at + k]]) for n in exp.parts.private}
             with _stacked_forward(model, stacked) as route, method.deployed(model, {}):
                 personal += evaluate_clients(task, model, clients[at : at + k], route)
+        if exp.spec.membership:  # the attack scores one model at a time
+            for client, mine, into in zip(clients, private, leaked):
+                load_into(params, mine)
+                with method.deployed(model, {}):
+                    into["personal"] = membership_auc(task, model, client, seed)
         load_into(params, initial_private)
         with method.shared_alone(model):
             shared = evaluate_clients(task, model, clients)
-    for client, mine, alone in zip(clients, personal, shared):
+            if exp.spec.membership:
+                for client, into in zip(clients, leaked):
+                    into["shared"] = membership_auc(task, model, client, seed)
+    for client, mine, alone, attack in zip(clients, personal, shared, leaked):
         out.append({"client": client.id, "name": client.name, "personal": mine.pop("score"), "shared": alone["score"],
-                    "trained": client.id in participation, "diagnostics": mine})
+                    "trained": client.id in participation, "diagnostics": mine, **({"membership": attack} if attack else {})})
     return out
 
 

@@ -70,6 +70,9 @@ class ClientJob:
     codec_memory: dict[str, Any]  # e.g. top-k's error-feedback residual
     participation: int = 0
     delivered: Optional[bool] = None
+    # --secagg: this client's part of the round's protocol (``secagg.Setup``); it masks its
+    # upload with it before sending (``outgoing``)
+    secagg: Optional[Any] = None
 
 
 @dataclass
@@ -136,14 +139,25 @@ def train_client(exp, schema: Schema, job: ClientJob) -> ClientOutcome:
     diverged = divergence(result.train_loss if ctx.compute_s > 0 else 0.0,
                           {n: params[n] for n in exp.parts.shared + exp.parts.private})
     memory = dict(job.codec_memory)
-    upload = privatized(exp, _upload(exp, schema, ctx, result), job.round, job.client)
-    payload = exp.codec.encode(upload, schema, memory) if upload and diverged is None else b""
+    payload = outgoing(exp, schema, job, _upload(exp, schema, ctx, result), memory) if diverged is None else b""
     return ClientOutcome(
         client=job.client, payload=payload,
         private={n: params[n].detach().clone() for n in exp.parts.private},
         state=ctx.state, codec_memory=memory, num_samples=result.num_samples, train_loss=result.train_loss,
         reward=sum(ctx.rewards) / len(ctx.rewards) if ctx.rewards else float("nan"),
         compute_s=ctx.compute_s, diverged=diverged)
+
+
+def outgoing(exp, schema: Schema, job: ClientJob, upload: dict[str, torch.Tensor], memory: dict[str, Any]) -> bytes:
+    """The bytes a client sends for its upload: clipped and noised under ``--dp mode=local``
+    (``privatized``), then encoded by the run's codec or, in a ``--secagg`` round, masked
+    (``secagg.Setup.mask``: the server never sees a single upload); b"" for no upload."""
+    upload = privatized(exp, upload, job.round, job.client)
+    if not upload:
+        return b""
+    if job.secagg is not None:
+        return job.secagg.mask(upload, exp.spec.seed, list(schema.names), [tuple(s) for s in schema.shapes])
+    return exp.codec.encode(upload, schema, memory)
 
 
 def privatized(exp, upload: dict[str, torch.Tensor], round_idx: int, client: int) -> dict[str, torch.Tensor]:

@@ -166,10 +166,14 @@ class Runner:
             broadcast = method.broadcast(self.global_shared)
         downlink = len(self.downlink_codec.encode(broadcast, Schema.of(broadcast))) * len(sampled) if broadcast else 0
         lr = spec.lr if spec.lr is not None else method.default_lr
+        # --secagg: the protocol's keys and shares among the sampled clients, before they train;
+        # each masks its own upload (federation.secagg)
+        masking = self.secure_round(r, sampled) if spec.secagg and method.federated and len(self.schema) else None
         jobs = [ClientJob(round=r, client=c, lr=lr, global_shared=self.global_shared, private=self.store.get(c),
                           state=self.store.get_state(c), server=dict(method.server),
                           codec_memory=self.codec_memory.get(c, {}), participation=self.participation.get(c, 0),
-                          delivered=self.last_delivered.get(c)) for c in sampled]
+                          delivered=self.last_delivered.get(c), secagg=masking.setup(c) if masking else None)
+                for c in sampled]
         payloads: list[bytes] = []
         sent_links = []  # payloads[i] goes over sent_links[i] (a failed client sends nothing)
         weights, losses, rewards, compute_s = [], [], [], 0.0
@@ -200,9 +204,6 @@ class Runner:
 
         # only clients that produced a payload transmit (local-only sends nothing)
         sending = [i for i, p in enumerate(payloads) if p]
-        masking = None
-        if spec.secagg and sending:  # each sender's payload becomes its masked vector (federation.secagg)
-            masking = self.secure_round(r, payloads, sending, weights, sent_links)
         outcomes, latency = exp.channel.transmit([len(payloads[i]) for i in sending], [sent_links[i] for i in sending], chan_rng)
         updates = []
         self.payload_hint = max((len(p) for p in payloads), default=0)
@@ -304,19 +305,16 @@ class Runner:
             chosen = exp.scheduler.select(view)
         return check_selection(chosen, view, spec.scheduler)
 
-    def secure_round(self, r: int, payloads: list[bytes], sending: list[int], weights: list[int], links: list):
-        """Secure aggregation's first three phases among this round's senders: their payloads
-        (fp32) replaced by masked vectors, in place; the protocol's state for unmasking."""
+    def secure_round(self, r: int, sampled: list[int]):
+        """Secure aggregation's first two phases among round ``r``'s sampled clients, each
+        weighted by its training examples (what it advertises with its keys); the protocol's
+        state, whose ``setup(c)`` each client masks its upload with and whose ``unmask`` the
+        server recovers the survivors' weighted mean from. A sampled client whose upload never
+        arrives (lost, late, failed) is a dropped client."""
         from pflbench.federation.secagg import SecAgg
 
-        clients = [links[i].client for i in sending]
-        masking = SecAgg(clients, {links[i].client: float(weights[i]) for i in sending}, list(self.schema.names),
-                         [tuple(s) for s in self.schema.shapes], self.exp.spec.seed, r)
-        for i in sending:
-            upload = self.exp.codec.decode(payloads[i], self.schema)
-            full = {n: upload.get(n, torch.zeros(shape)) for n, shape in zip(self.schema.names, self.schema.shapes)}
-            payloads[i] = masking.mask(links[i].client, full)
-        return masking
+        counts = {c: float(self.exp.task.num_train(self.exp.clients[c])) for c in sampled}
+        return SecAgg(sampled, counts, list(self.schema.names), [tuple(s) for s in self.schema.shapes], self.exp.spec.seed, r)
 
     def privacy_spent(self, rounds: int) -> dict[str, float]:
         """The (epsilon, delta) spent after ``rounds`` rounds (``federation.privacy.epsilon``); a
@@ -394,7 +392,7 @@ class Runner:
                                                                     self.participation)}
             own = [c for c in exp.clients if self.store.has(c.id)]
             k = getattr(self.backend, "parallel", 1)  # > 1: the run is batchable
-            if k > 1 and own and evaluates_batched(exp) and not exp.spec.membership:  # the attack scores one by one
+            if k > 1 and own and evaluates_batched(exp):
                 scored.update((s["client"], s) for s in evaluate_batched(
                     exp, own, self.global_shared, [self.store.get(c.id) for c in own], self.store.initial,
                     self.participation, k))

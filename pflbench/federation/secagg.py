@@ -15,12 +15,18 @@ A round with the sampled clients U (semi-honest server, dropouts tolerated):
    round's total, which the server broadcasts), encodes it in fixed point (2^24 units in the
    ring of 32-bit integers: the width of the fp32 codec), and adds its self mask PRG(b) and,
    for every other client v, +PRG(s_uv) if u < v else -PRG(s_uv), s_uv agreed from the ``s``
-   keys. The masked vector goes over the channel like any upload; the channel may lose it.
+   keys. The client does this on the device (``Setup.mask``, where its upload would be
+   encoded: ``federation.client.outgoing``), so what leaves it, over a Flower wire too, is the masked
+   vector; it goes over the channel like any upload, and the channel may lose it.
 4. **Unmask.** The survivors (delivered uploads) send the server, for every sampled client
    (themselves included), the share they hold: of ``b`` for a survivor, of ``s`` for a dropped client. With
    at least ``t`` survivors the server rebuilds the self masks of the survivors and the
    pairwise masks of the dropped clients, and removes them: what is left is the sum of the
    survivors' scaled uploads. Fewer than ``t``: the round's aggregate is lost.
+
+The simulation plays phases 1, 2 and 4 in one place (``SecAgg``), each party's keys derived
+from the run's seed, the round and the client (``_secrets``); phase 3 runs on each client,
+which derives its own secrets the same way and gets only the public ``Setup`` with its job.
 
 Every message is made with the ``cryptography`` package's primitives and counted from its
 bytes: keys, ciphertexts and shares on the uplink with the masked payload, the key broadcast
@@ -40,6 +46,7 @@ cannot clip uploads it cannot see).
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +141,63 @@ class RoundResult:
     downlink: int  # protocol bytes the server sent (key broadcast, routed ciphertexts)
 
 
+def _secrets(seed: int, round_idx: int, client: int):
+    """A client's two X25519 private keys (``c`` to encrypt its shares, ``s`` to agree masks)
+    and its self-mask seed ``b`` for a round. A device would draw them from its own randomness;
+    the simulation derives them from the run's seed, so a run is reproducible and a client (on a
+    Flower node too) makes its own without receiving them."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return (X25519PrivateKey.from_private_bytes(_rng_bytes(seed, round_idx, client, 1)),
+            X25519PrivateKey.from_private_bytes(_rng_bytes(seed, round_idx, client, 2)),
+            _rng_bytes(seed, round_idx, client, 3))
+
+
+@dataclass
+class Setup:
+    """What one client learns from the server before it uploads, the public part of phases 1-2:
+    the round, the sampled clients, their ``s`` public keys and its own weight (its examples
+    over the round's total). With its own secrets (``_secrets``) it is all the client needs to
+    mask its upload on the device (``mask``). Plain numbers and bytes, so it travels with a
+    ``ClientJob`` to a Ray worker or, as ``to_bytes``, in a Flower message."""
+
+    round: int
+    client: int
+    clients: list[int]
+    weight: float
+    s_public: dict[int, bytes]
+
+    def mask(self, upload: dict[str, torch.Tensor], seed: int, names: list[str], shapes: list[tuple]) -> bytes:
+        """The masked vector this client sends: its upload (every name of the schema, in order,
+        zeros where it carries none) scaled by its weight, in fixed point, plus its self mask
+        and its pairwise masks; 4 bytes a value and a header."""
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+        full = [upload[n] if n in upload else torch.zeros(shape) for n, shape in zip(names, shapes)]
+        flat = torch.cat([t.detach().double().flatten().cpu() for t in full]) * self.weight
+        if flat.numel() and float(flat.abs().max()) >= LIMIT:
+            raise UserError(f"--secagg: a weighted upload value of {float(flat.abs().max()):.3g} is beyond the "
+                            f"fixed-point ring's +-{LIMIT:g}; clip the uploads (--dp clip=...) or lower --lr")
+        numel = flat.numel()
+        _, s_key, b_seed = _secrets(seed, self.round, self.client)
+        words = np.round(flat.numpy() * SCALE).astype(np.int64).astype(np.uint32) + _prg(b_seed, numel)
+        for v in self.clients:
+            if v != self.client:
+                pair = _prg(s_key.exchange(X25519PublicKey.from_public_bytes(self.s_public[v])), numel)
+                words = words + pair if self.client < v else words - pair
+        return struct.pack("<II", self.round, self.client) + words.astype("<u4").tobytes()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"round": self.round, "client": self.client, "clients": self.clients, "weight": self.weight,
+                           "s_public": {str(c): k.hex() for c, k in self.s_public.items()}}).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Setup":
+        d = json.loads(raw)
+        return cls(round=d["round"], client=d["client"], clients=d["clients"], weight=d["weight"],
+                   s_public={int(c): bytes.fromhex(k) for c, k in d["s_public"].items()})
+
+
 class SecAgg:
     """One round of the protocol over the sampled clients; ``mask`` is what each client sends
     over the channel, ``unmask`` what the server recovers from the delivered ones."""
@@ -141,7 +205,6 @@ class SecAgg:
     def __init__(self, clients: list[int], weights: dict[int, float], names: list[str], shapes: list[tuple],
                  seed: int, round_idx: int):
         from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
         self.clients, self.names, self.shapes = list(clients), names, shapes
         self.numel = int(sum(int(np.prod(s)) for s in shapes))
@@ -150,11 +213,7 @@ class SecAgg:
         self.weight = {c: weights[c] / total for c in clients}  # what each client scales by (broadcast)
         self.t = len(clients) // 2 + 1  # a majority rebuilds a secret
         raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        self.parties: dict[int, Party] = {}
-        for c in clients:
-            c_key = X25519PrivateKey.from_private_bytes(_rng_bytes(seed, round_idx, c, 1))
-            s_key = X25519PrivateKey.from_private_bytes(_rng_bytes(seed, round_idx, c, 2))
-            self.parties[c] = Party(c, c_key, s_key, _rng_bytes(seed, round_idx, c, 3))
+        self.parties = {c: Party(c, *_secrets(seed, round_idx, c)) for c in clients}
         self.public = {c: (p.c_key.public_key().public_bytes(*raw), p.s_key.public_key().public_bytes(*raw))
                        for c, p in self.parties.items()}
         self.uplink = {c: 2 * KEY_BYTES for c in clients}  # 1. advertise keys
@@ -186,26 +245,12 @@ class SecAgg:
                 self.downlink += len(message)  # routed to v
                 self.parties[v].held[u] = (s_shares[index[v] - 1], b_shares[index[v] - 1])
 
-    def _pair_secret(self, u: int, v: int) -> bytes:
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
-        return self.parties[u].s_key.exchange(X25519PublicKey.from_public_bytes(self.public[v][1]))
-
-    # ---- 3. masked input ---------------------------------------------------------------
-    def mask(self, client: int, upload: dict[str, torch.Tensor]) -> bytes:
-        """The masked vector ``client`` sends: its upload (every name of the schema, in order)
-        scaled by its weight, in fixed point, plus its masks; 4 bytes a value and a header."""
-        flat = torch.cat([upload[n].detach().double().flatten().cpu() for n in self.names]) * self.weight[client]
-        if flat.numel() and float(flat.abs().max()) >= LIMIT:
-            raise UserError(f"--secagg: a weighted upload value of {float(flat.abs().max()):.3g} is beyond the "
-                            f"fixed-point ring's +-{LIMIT:g}; clip the uploads (--dp clip=...) or lower --lr")
-        words = np.round(flat.numpy() * SCALE).astype(np.int64).astype(np.uint32)
-        words = words + _prg(self.parties[client].b_seed, self.numel)
-        for v in self.clients:
-            if v != client:
-                pair = _prg(self._pair_secret(client, v), self.numel)
-                words = words + pair if client < v else words - pair
-        return struct.pack("<II", self.round, client) + words.astype("<u4").tobytes()
+    # ---- 3. masked input (on the client) -------------------------------------------
+    def setup(self, client: int) -> Setup:
+        """What the server tells ``client`` before it uploads (``Setup``); it masks its upload
+        with that and its own secrets."""
+        return Setup(round=self.round, client=client, clients=list(self.clients), weight=self.weight[client],
+                     s_public={c: self.public[c][1] for c in self.clients})
 
     # ---- 4. unmask ---------------------------------------------------------------------
     def unmask(self, delivered: dict[int, bytes], message_names: set[str]) -> RoundResult:
