@@ -178,6 +178,39 @@ def test_under_pfit_clients_who_value_helpfulness_comply_more_with_conflicting_r
     assert sum(high) / len(high) + 25 < sum(low) / len(low), (high, low)
 
 
+@pytest.mark.slow
+def test_smollm2_chat_answers_in_forms_the_reward_models_tell_apart():
+    """synth-align's starting policy on a real model. Untuned, SmolLM2's greedy answers to the
+    invented world's requests are fluent non-answers that helpful-synth scores within a few
+    points of each other: RL would get no signal. After the central SFT (smollm2-135m-chat) the
+    answers to the same 32 prompts stop where the demonstrations' answers stop, and their
+    helpful points spread over five times as wide (a true fact scores far above a wrong one)."""
+    from statistics import pstdev
+
+    from pflbench.config import RunSpec
+    from pflbench.evaluation.metrics import generate
+    from pflbench.federation.resolve import resolve
+    from pflbench.rewards import resolve_reward
+
+    helpful = resolve_reward("helpful-synth")
+    spread, length = {}, {}
+    for name in ("smollm2-135m", "smollm2-135m-chat"):
+        exp = resolve(RunSpec(method="local-only", task="synth-align", model=name, clients=4, clients_per_round=4,
+                              rounds=1, local_steps=1))
+        task, examples = exp.task, [e for c in exp.clients for e in c.test[:8]]
+        out = generate(exp.loaded.model, [e.prompt for e in examples], task._pad_id, task._eos_id, task.max_new_tokens)
+        prompts = [task._tokenizer.decode(e.prompt) for e in examples]
+        answers = task._tokenizer.batch_decode(out, skip_special_tokens=True)
+        spread[name] = pstdev(helpful.points(prompts, answers))
+        length[name] = sum(len(o) < task.max_new_tokens for o in out) / len(out)
+    assert spread["smollm2-135m-chat"] > 5 * spread["smollm2-135m"], spread
+    from pflbench.models import load_model
+    from pflbench.models.smollm2 import SmolLM2Chat  # what `list models` says of it (no adapters)
+
+    assert sum(p.numel() for p in load_model("smollm2-135m-chat").model.parameters()) == SmolLM2Chat.parameters
+    assert length["smollm2-135m-chat"] > 0.9 > length["smollm2-135m"], length  # its answers end, SmolLM2's run on
+
+
 SHARED_HH = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 

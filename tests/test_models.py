@@ -65,7 +65,8 @@ def test_list_models_gives_size_licence_and_whether_it_runs_offline(cli):
 
     code, out, _ = cli("list", "models", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
-    assert code == 0 and set(rows) >= {"tiny", "tiny-chat", "smollm2-135m", "gemma3-270m"}
+    assert code == 0 and set(rows) >= {"tiny", "tiny-chat", "smollm2-135m", "smollm2-135m-chat", "gemma3-270m"}
+    assert rows["smollm2-135m-chat"]["parameters"] == "134.5M" and rows["smollm2-135m-chat"]["offline"] == "yes"
     assert rows["smollm2-135m"]["parameters"] == "134.5M" and rows["smollm2-135m"]["licence"] == "Apache-2.0"
     assert rows["gemma3-270m"]["parameters"] == "268.1M" and rows["gemma3-270m"]["licence"] == "Gemma Terms of Use"
     assert rows["tiny"]["offline"] == "yes"

