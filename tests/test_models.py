@@ -17,7 +17,7 @@ def test_tiny_model_is_cached_as_safetensors_and_reloads_identically():
 
 
 def test_unknown_model_offline_fails_with_one_clear_error():
-    with pytest.raises(UserError, match="cannot load model 'someone/not-cached'.*registered models: gemma3-270m, smollm2-135m, tiny"):
+    with pytest.raises(UserError, match="cannot load model 'someone/not-cached'.*registered models: gemma3-270m, smollm2-135m, smollm2-135m-chat, tiny, tiny-chat"):
         load_model("someone/not-cached")
 
 
