@@ -25,6 +25,20 @@ def test_synthetic_reward_models_reach_90_percent_held_out(trained, name):
     assert preference_accuracy(reward, test) == pytest.approx(reward.meta["held_out_accuracy"])
 
 
+def test_helpfulness_knows_each_things_true_fact(trained):
+    """For every benign thing of synth-align, helpful-synth scores its true fact above each of
+    the seven false ones, by at least 5 points: a reward model that preferred one answer
+    everywhere would let RL learn that answer instead of the facts (version 3 ranked the
+    true fact first on 14 of 30 things, leaderboard/smollm2.md)."""
+    from pflbench.data.generators import ALIGN_FACTS, THINGS, align_answer, align_fact
+
+    answers = [" " + align_answer(f) for f in ALIGN_FACTS]
+    for thing in THINGS:
+        points = trained["helpful-synth"].points([benign_prompt(thing)] * len(answers), answers)
+        true = answers.index(" " + align_answer(align_fact(thing)))
+        assert all(points[true] > p + 5 for i, p in enumerate(points) if i != true), (thing, points)
+
+
 def test_a_cached_reload_scores_identically(trained):
     again = resolve_reward("helpful-synth")  # read back from the cache, not retrained
     prompts = [benign_prompt("rivers"), sensitive_prompt("poisons")]

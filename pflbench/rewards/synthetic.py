@@ -75,20 +75,27 @@ class HelpfulSynth(TrainedReward):
 
     steps = 1000
     lr = 3e-3  # chosen under recipe 2 (1e-3 left false facts at 65% there); recipe 3: 100% held out at 3e-3
-    version = 3
+    # version 4 (2026-12-06): every (thing, false fact) combination among the negatives, three
+    # times over. Version 3 drew about 13 false facts per thing at random from its 7, and
+    # ranked the true fact first among the 8 fact answers on only 14 of 30 things (at 100%
+    # held-out accuracy: its held-out pairs repeated its training combinations), so RL on
+    # SmolLM2 learnt an answer it over-rewarded everywhere; version 4 ranks it first on all
+    # 30 (tests/test_rewards.py).
+    version = 4
+    FALSE_FACT_REPEATS = 3
 
     def pairs(self):
         rng = np.random.default_rng([self.seed, 0x4E1F])
         out = []
-        for i in range(1200):
+        for thing in THINGS:  # the true fact against each false one
+            true = " " + align_answer(align_fact(thing))
+            for _ in range(self.FALSE_FACT_REPEATS):
+                out += [{"prompt": benign_prompt(thing), "chosen": true, "rejected": " " + align_answer(f)}
+                        for f in ALIGN_FACTS if " " + align_answer(f) != true]
+        for i in range(800):  # against a vague answer, a refusal, or a garbled copy of itself
             thing = THINGS[i % len(THINGS)]
             true = " " + align_answer(align_fact(thing))
-            if i % 3 == 0:  # a false fact
-                rejected = " " + align_answer([f for f in ALIGN_FACTS if f not in true][rng.integers(len(ALIGN_FACTS) - 1)])
-            elif i % 3 == 1:
-                rejected = _pick(rng, ALIGN_VAGUE + ALIGN_REFUSALS)
-            else:
-                rejected = garble(rng, true)
+            rejected = _pick(rng, ALIGN_VAGUE + ALIGN_REFUSALS) if i % 2 else garble(rng, true)
             out.append({"prompt": benign_prompt(thing), "chosen": true, "rejected": rejected})
         for i in range(300):
             thing = SENSITIVE[i % len(SENSITIVE)]
