@@ -199,8 +199,8 @@ class Setup:
 
 
 class SecAgg:
-    """One round of the protocol over the sampled clients; ``mask`` is what each client sends
-    over the channel, ``unmask`` what the server recovers from the delivered ones."""
+    """One round of the protocol over the sampled clients; ``setup`` is what each client masks
+    its upload with (``Setup.mask``), ``unmask`` what the server recovers from the delivered ones."""
 
     def __init__(self, clients: list[int], weights: dict[int, float], names: list[str], shapes: list[tuple],
                  seed: int, round_idx: int):

@@ -127,3 +127,20 @@ def weights_fingerprint(module: Any) -> str:
         seen[key] = name
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:12]
+
+
+def read_cached(path: Path, name: str) -> "LoadedModel":
+    """A model the suite built and cached in ``path`` (fp32), with its tokenizer; one line
+    naming the folder to delete when a cache file is truncated or edited."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pflbench.errors import UserError
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # a truncated or edited cache file: say which folder to delete
+        raise UserError(f"the cached model {name} in {path} cannot be read ({type(exc).__name__}); "
+                        f"delete that folder and it is rebuilt on the next run") from None
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(path))

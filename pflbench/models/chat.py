@@ -5,7 +5,7 @@ reward models tell apart and reinforcement learning has something to choose from
 
 - ``tiny-chat`` (``models.tiny``): ``tiny`` after 300 steps of batch 32 at lr 2e-3.
 - ``smollm2-135m-chat`` (``models.smollm2``): SmolLM2-135M-Instruct after 60 steps of batch 16 at
-  lr 1e-4, every weight, fp32 (about 5 minutes on 2 cores, once; cached like the others). Untuned,
+  lr 1e-4, every weight, fp32 (2 min 20 s on a 2-core Xeon, once; cached like the others). Untuned,
   SmolLM2 answers the invented world's requests with fluent non-answers to which both reward
   models give the same few points (leaderboard/smollm2.md); tuned, it answers in the
   demonstrations' forms and the reward models' points spread over their range.

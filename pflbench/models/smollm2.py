@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pflbench.errors import UserError
-from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
+from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir, read_cached
 from pflbench.models.gguf import GGUFModel, package_dir
 
 CHAT_VERSION = "smollm2-135m-chat-v1"
@@ -53,26 +53,15 @@ class SmolLM2Chat(ModelSource):
         return (self.cached() / "model.safetensors").exists() or SmolLM2().offline()
 
     def load(self, progress: Progress | None = None) -> LoadedModel:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = self.cached()
         if not (path / "model.safetensors").exists():
             build_into(path, lambda tmp: _build_chat(tmp, progress))
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            tok = AutoTokenizer.from_pretrained(path)
-        except Exception as exc:  # a truncated or edited cache file: say which folder to delete
-            raise UserError(f"the cached model {self.name} in {path} cannot be read ({type(exc).__name__}); "
-                            f"delete that folder and it is rebuilt on the next run") from None
-        return LoadedModel(name=self.name, model=model, tokenizer=tok, source=str(path))
+        return read_cached(path, self.name)
 
 
 def _build_chat(target: Path, progress: Progress | None) -> None:
-    import json
-
     from pflbench.models.chat import tune
-    from pflbench.models.tiny import _train
+    from pflbench.models.tiny import _save, _train
 
     base = SmolLM2().load(progress)
     tok = base.tokenizer
@@ -80,7 +69,4 @@ def _build_chat(target: Path, progress: Progress | None) -> None:
         tok.pad_token = tok.eos_token
     loss, count = tune(base.model, tok, CHAT_STEPS, CHAT_BATCH, CHAT_LR,
                        "tuning smollm2-135m-chat on demonstrations (first run only)", progress, _train)
-    base.model.save_pretrained(target, safe_serialization=True)
-    tok.save_pretrained(target)
-    (target / "pflbench.json").write_text(json.dumps({"version": CHAT_VERSION, "base": SmolLM2.name, "final_loss": loss,
-                                                      "demonstrations": count}))
+    _save(base.model, tok, target, {"version": CHAT_VERSION, "base": SmolLM2.name, "final_loss": loss, "demonstrations": count})

@@ -14,8 +14,7 @@ import json
 import torch
 
 from pflbench.data.shakespeare import pretraining_text
-from pflbench.errors import UserError
-from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir
+from pflbench.models.base import LoadedModel, ModelSource, Progress, build_into, cache_dir, read_cached
 
 VERSION = "tiny-v1"
 VOCAB = 1024
@@ -117,18 +116,10 @@ def build_chat(target, progress: Progress | None = None) -> None:
 
 def _load_cached(version: str, builder, progress: Progress | None, name: str = "tiny") -> LoadedModel:
     """The model cached under ``cache_dir()/version``, built there by ``builder`` first if needed."""
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
-
     path = cache_dir() / version
     if not (path / "pflbench.json").exists():
         build_into(path, lambda tmp: builder(tmp, progress))
-    try:
-        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    except Exception as exc:  # a truncated or edited cache file: say which folder to delete
-        raise UserError(f"the cached model {name} in {path} cannot be read ({type(exc).__name__}); "
-                        f"delete that folder and it is rebuilt on the next run") from None
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(path))
+    return read_cached(path, name)
 
 
 class TinyModel(ModelSource):
